@@ -1,0 +1,127 @@
+//! Base images: read-only Debian root filesystems built by `ops/image/build-base` into
+//! `<images_dir>/<name>/rootfs`, with a `manifest.json` beside. Every node of that image shares
+//! the same files and page cache; a node only ever writes to its own overlay upper layer.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A base image found on disk.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Image {
+    pub name: String,
+    /// The cache key of the recipe it was built from.
+    pub recipe: String,
+    pub built_at: String,
+    #[serde(skip)]
+    pub rootfs: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("image name {0:?} is not valid: use a-z, 0-9, '.', '_' or '-'")]
+    InvalidName(String),
+    #[error("unknown image {name:?} (available: {}); build it with `ops/setup`", available_list(.available))]
+    Unknown {
+        name: String,
+        available: Vec<String>,
+    },
+    #[error("read manifest of image {name:?} at {path}: {reason}")]
+    BadManifest {
+        name: String,
+        path: PathBuf,
+        reason: String,
+    },
+}
+
+fn available_list(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+}
+
+/// Finds image `name` in `images_dir`.
+pub(crate) fn find(images_dir: &Path, name: &str) -> Result<Image, ImageError> {
+    if !valid_name(name) {
+        return Err(ImageError::InvalidName(name.into()));
+    }
+    let dir = images_dir.join(name);
+    let rootfs = dir.join("rootfs");
+    let manifest = dir.join("manifest.json");
+    if !rootfs.join("usr/sbin/dockerd").exists() || !manifest.exists() {
+        return Err(ImageError::Unknown {
+            name: name.into(),
+            available: list(images_dir),
+        });
+    }
+    let bad = |reason: String| ImageError::BadManifest {
+        name: name.into(),
+        path: manifest.clone(),
+        reason,
+    };
+    let text = std::fs::read_to_string(&manifest).map_err(|e| bad(e.to_string()))?;
+    let mut image: Image = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    if image.name != name {
+        return Err(bad(format!("it names itself {:?}", image.name)));
+    }
+    image.rootfs = rootfs;
+    Ok(image)
+}
+
+/// Names of the images present in `images_dir`, sorted.
+pub(crate) fn list(images_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(images_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| valid_name(n) && images_dir.join(n).join("manifest.json").exists())
+        .collect();
+    names.sort();
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(valid_name("bookworm"));
+        assert!(valid_name("debian-12.1_x"));
+        for bad in ["", "../etc", ".hidden", "Upper", "a/b"] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_image_lists_what_exists() {
+        let dir = std::env::temp_dir().join(format!("sandpit-img-{}", std::process::id()));
+        let good = dir.join("good");
+        std::fs::create_dir_all(good.join("rootfs/usr/bin")).unwrap();
+        std::fs::write(good.join("rootfs/usr/sbin/dockerd"), "").unwrap();
+        std::fs::write(
+            good.join("manifest.json"),
+            r#"{"name":"good","recipe":"abc","built_at":"now","extra":1}"#,
+        )
+        .unwrap();
+        let img = find(&dir, "good").unwrap();
+        assert_eq!(img.recipe, "abc");
+        match find(&dir, "missing") {
+            Err(ImageError::Unknown { available, .. }) => assert_eq!(available, vec!["good"]),
+            other => panic!("{other:?}"),
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,27 @@
+//! sandpit's node runtime.
+//!
+//! A node is a Linux sandbox built from kernel primitives with its own Docker engine: user,
+//! mount, pid, net, uts, ipc and cgroup namespaces; an overlay root over a shared read-only
+//! base image; `/var/lib/docker` on its own ext4 loop image; a cgroup with memory, pids and CPU
+//! limits; a veth on its session's bridge. [`Runtime`] creates, finds, execs into and destroys
+//! nodes and session networks. See `ARCHITECTURE.md` for the process model.
+
+mod cgroups;
+mod config;
+pub mod doctor;
+mod exec;
+mod image;
+mod init;
+mod network;
+mod rootfs;
+mod runtime;
+mod state;
+mod sys;
+
+pub use cgroups::CgroupStats;
+pub use config::{Isolation, NodeLimits, OrphanPolicy, RuntimeConfig};
+pub use exec::{run_exec_helper, ExecOptions};
+pub use image::Image;
+pub use init::run_node_init;
+pub use network::Subnet;
+pub use runtime::{Error, NetworkInfo, NodeInfo, NodeSpec, NodeStatus, Runtime};

@@ -1,0 +1,231 @@
+//! Shared harness of the integration tests: a [`TestRuntime`] per test, with a prefix, state
+//! directory and subnet pool of its own, so tests run in parallel with each other and beside a
+//! production instance; cleanup on drop even when the test panics; and a leak check.
+//!
+//! These tests need root and build real nodes from the base image in
+//! `/var/lib/sandpit/images` (made by `ops/setup`). They never skip: on a machine that cannot
+//! run them they fail with the reason.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use sandbox::{ExecOptions, NodeInfo, NodeSpec, Runtime, RuntimeConfig, Subnet};
+
+/// Where test state lives; node directories must be traversable by the nodes' unprivileged
+/// root, so not a private temp dir.
+const TEST_ROOT: &str = "/var/tmp/sandpit-tests";
+/// Subnet pools are claimed across every test process with lock files here.
+const POOL_LOCKS: &str = "/run/sandpit-tests/pools";
+
+/// The `sandpit` binary built next to this test executable (`target/<profile>/sandpit`).
+pub fn sandpit_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SANDPIT_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/sandpit
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .map(|d| d.join("sandpit"))
+        .expect("target dir");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build --bin sandpit` (cargo test --workspace does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A lock file that claims a /16 of 10.x for one test runtime.
+struct PoolClaim {
+    path: PathBuf,
+    pool: Subnet,
+}
+
+impl PoolClaim {
+    fn take() -> PoolClaim {
+        std::fs::create_dir_all(POOL_LOCKS).expect("create pool lock dir");
+        for second in 200..=250u8 {
+            let path = PathBuf::from(POOL_LOCKS).join(second.to_string());
+            if std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .is_ok()
+            {
+                let _ = std::fs::write(&path, std::process::id().to_string());
+                return PoolClaim {
+                    path,
+                    pool: Subnet::new(std::net::Ipv4Addr::new(10, second, 0, 0), 16),
+                };
+            }
+        }
+        panic!("no free test subnet pool in {POOL_LOCKS}: remove stale lock files of dead test runs");
+    }
+}
+
+impl Drop for PoolClaim {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh prefix: `t` + 4 base-36 digits of the pid + 2 of a counter (8 characters at most).
+fn unique_prefix() -> String {
+    fn b36(mut n: u32, width: usize) -> String {
+        let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
+        let mut s = vec![b'0'; width];
+        for i in (0..width).rev() {
+            s[i] = digits[(n % 36) as usize];
+            n /= 36;
+        }
+        String::from_utf8(s).unwrap()
+    }
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    format!("t{}{}", b36(std::process::id(), 4), b36(n, 2))
+}
+
+/// A test's own configuration: prefix, state dir, subnet pool, uid locks.
+pub fn test_config() -> (RuntimeConfig, impl Drop) {
+    let claim = PoolClaim::take();
+    let prefix = unique_prefix();
+    let mut cfg = RuntimeConfig::new(sandpit_bin());
+    cfg.state_dir = PathBuf::from(TEST_ROOT).join(&prefix);
+    cfg.cgroup_parent = prefix.clone();
+    cfg.prefix = prefix;
+    cfg.subnet_pool = claim.pool;
+    // Smaller limits keep 2-core CI machines responsive; tests that probe a limit set theirs.
+    cfg.limits.memory_bytes = 1 << 30;
+    cfg.limits.disk_bytes = 4 << 30;
+    (cfg, claim)
+}
+
+/// A runtime that cleans up after itself.
+pub struct TestRuntime {
+    pub rt: Option<Runtime>,
+    pub cfg: RuntimeConfig,
+    _claim: Box<dyn std::any::Any + Send>,
+}
+
+impl TestRuntime {
+    pub async fn new() -> TestRuntime {
+        Self::with(|_| {}).await
+    }
+
+    /// A runtime with its configuration adjusted by `f`.
+    pub async fn with(f: impl FnOnce(&mut RuntimeConfig)) -> TestRuntime {
+        let (mut cfg, claim) = test_config();
+        f(&mut cfg);
+        let rt = Runtime::open(cfg.clone())
+            .await
+            .unwrap_or_else(|e| panic!("open runtime: {e}"));
+        TestRuntime {
+            rt: Some(rt),
+            cfg,
+            _claim: Box::new(claim),
+        }
+    }
+
+    pub fn rt(&self) -> &Runtime {
+        self.rt.as_ref().expect("runtime open")
+    }
+
+    /// Creates a network and `n` nodes on it, concurrently.
+    pub async fn session(&self, network: &str, n: usize) -> Vec<NodeInfo> {
+        self.rt()
+            .create_network(network)
+            .await
+            .unwrap_or_else(|e| panic!("create network {network}: {e}"));
+        let futs = (0..n).map(|i| {
+            self.rt().create_node(NodeSpec {
+                network: network.into(),
+                hostname: Some(format!("node{}", i + 1)),
+                ..Default::default()
+            })
+        });
+        let mut nodes = Vec::new();
+        for r in futures_util::future::join_all(futs).await {
+            nodes.push(r.unwrap_or_else(|e| panic!("create node: {e}")));
+        }
+        nodes
+    }
+
+    /// Runs `sh -c script` in a node and returns its output.
+    pub async fn sh(&self, node: &NodeInfo, script: &str) -> Output {
+        self.sh_timeout(node, script, Duration::from_secs(300)).await
+    }
+
+    pub async fn sh_timeout(&self, node: &NodeInfo, script: &str, limit: Duration) -> Output {
+        let argv = vec!["sh".to_string(), "-c".into(), script.into()];
+        let mut cmd = self
+            .rt()
+            .command(&node.network, &node.hostname, &argv, &ExecOptions::default())
+            .unwrap_or_else(|e| panic!("exec in {}: {e}", node.hostname));
+        cmd.stdin(std::process::Stdio::null());
+        tokio::time::timeout(limit, cmd.output())
+            .await
+            .unwrap_or_else(|_| panic!("`{script}` in {} took over {limit:?}", node.hostname))
+            .expect("run exec helper")
+    }
+
+    /// Runs a script that must succeed; returns its stdout.
+    pub async fn ok(&self, node: &NodeInfo, script: &str) -> String {
+        let out = self.sh(node, script).await;
+        assert!(
+            out.status.success(),
+            "`{script}` in {} failed with {}:\nstdout: {}\nstderr: {}",
+            node.hostname,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Destroys everything and asserts that nothing of this runtime is left on the host.
+    pub async fn finish(mut self) {
+        let rt = self.rt.take().expect("runtime open");
+        rt.destroy_all().await.expect("destroy everything");
+        drop(rt);
+        let left = Runtime::leftovers(&self.cfg).await;
+        let _ = std::fs::remove_dir_all(&self.cfg.state_dir);
+        assert!(left.is_empty(), "leaked host objects: {left:#?}");
+    }
+}
+
+impl Drop for TestRuntime {
+    /// A test that panicked still cleans up (without the leak assertion).
+    fn drop(&mut self) {
+        let Some(rt) = self.rt.take() else { return };
+        let cfg = self.cfg.clone();
+        std::thread::spawn(move || {
+            let r = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cleanup runtime");
+            r.block_on(async {
+                if let Err(e) = rt.destroy_all().await {
+                    eprintln!("cleanup after failed test: {e}");
+                }
+            });
+            let _ = std::fs::remove_dir_all(&cfg.state_dir);
+        })
+        .join()
+        .ok();
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

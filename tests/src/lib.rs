@@ -65,7 +65,9 @@ impl PoolClaim {
                 };
             }
         }
-        panic!("no free test subnet pool in {POOL_LOCKS}: remove stale lock files of dead test runs");
+        panic!(
+            "no free test subnet pool in {POOL_LOCKS}: remove stale lock files of dead test runs"
+        );
     }
 }
 
@@ -97,7 +99,8 @@ pub fn test_config() -> (RuntimeConfig, impl Drop) {
     let claim = PoolClaim::take();
     let prefix = unique_prefix();
     let mut cfg = RuntimeConfig::new(sandpit_bin());
-    cfg.state_dir = PathBuf::from(TEST_ROOT).join(&prefix);
+    // `<dir>/runtime`, as `sandpit --state-dir <dir>` lays it out, so CLI and library agree.
+    cfg.state_dir = PathBuf::from(TEST_ROOT).join(&prefix).join("runtime");
     cfg.cgroup_parent = prefix.clone();
     cfg.prefix = prefix;
     cfg.subnet_pool = claim.pool;
@@ -159,14 +162,20 @@ impl TestRuntime {
 
     /// Runs `sh -c script` in a node and returns its output.
     pub async fn sh(&self, node: &NodeInfo, script: &str) -> Output {
-        self.sh_timeout(node, script, Duration::from_secs(300)).await
+        self.sh_timeout(node, script, Duration::from_secs(300))
+            .await
     }
 
     pub async fn sh_timeout(&self, node: &NodeInfo, script: &str, limit: Duration) -> Output {
         let argv = vec!["sh".to_string(), "-c".into(), script.into()];
         let mut cmd = self
             .rt()
-            .command(&node.network, &node.hostname, &argv, &ExecOptions::default())
+            .command(
+                &node.network,
+                &node.hostname,
+                &argv,
+                &ExecOptions::default(),
+            )
             .unwrap_or_else(|e| panic!("exec in {}: {e}", node.hostname));
         cmd.stdin(std::process::Stdio::null());
         tokio::time::timeout(limit, cmd.output())
@@ -195,7 +204,7 @@ impl TestRuntime {
         rt.destroy_all().await.expect("destroy everything");
         drop(rt);
         let left = Runtime::leftovers(&self.cfg).await;
-        let _ = std::fs::remove_dir_all(&self.cfg.state_dir);
+        let _ = std::fs::remove_dir_all(self.cfg.state_dir.parent().expect("test dir"));
         assert!(left.is_empty(), "leaked host objects: {left:#?}");
     }
 }
@@ -215,12 +224,18 @@ impl Drop for TestRuntime {
                     eprintln!("cleanup after failed test: {e}");
                 }
             });
-            let _ = std::fs::remove_dir_all(&cfg.state_dir);
+            let _ = std::fs::remove_dir_all(cfg.state_dir.parent().expect("test dir"));
         })
         .join()
         .ok();
     }
 }
+
+/// Imports a `busybox:local` image into the node's engine, made from the base image's static
+/// busybox (no registry needed).
+pub const IMPORT_BUSYBOX: &str = "set -e; d=$(mktemp -d); mkdir $d/bin; cp /bin/busybox $d/bin/; \
+for a in $(/bin/busybox --list); do [ \"$a\" = busybox ] || ln -s busybox $d/bin/$a; done; \
+tar -C $d -c . | docker import -c 'ENV PATH=/bin' - busybox:local >/dev/null; rm -rf $d";
 
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

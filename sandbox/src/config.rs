@@ -158,12 +158,15 @@ impl RuntimeConfig {
                 "prefix {p:?} is not valid: use 1 to 8 characters a-z0-9, starting with a letter"
             ));
         }
-        if self.network_prefix_len < self.subnet_pool.prefix_len() || self.network_prefix_len > 29 {
+        // A /30 is the smallest network: the bridge and one node.
+        if self.network_prefix_len < self.subnet_pool.prefix_len() || self.network_prefix_len > 30 {
             return Err(format!(
                 "network prefix length /{} does not fit the subnet pool {}",
                 self.network_prefix_len, self.subnet_pool
             ));
         }
+        crate::network::check_link_names(p, self.subnet_pool, self.network_prefix_len)
+            .map_err(|e| e.to_string())?;
         if self.cgroup_parent.is_empty() || self.cgroup_parent.contains("..") {
             return Err(format!(
                 "cgroup parent {:?} is not valid",

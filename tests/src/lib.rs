@@ -95,7 +95,7 @@ fn unique_prefix() -> String {
 }
 
 /// A test's own configuration: prefix, state dir, subnet pool, uid locks.
-pub fn test_config() -> (RuntimeConfig, impl Drop) {
+pub fn test_config() -> (RuntimeConfig, impl Drop + Send + 'static) {
     let claim = PoolClaim::take();
     let prefix = unique_prefix();
     let mut cfg = RuntimeConfig::new(sandpit_bin());
@@ -126,6 +126,11 @@ impl TestRuntime {
     pub async fn with(f: impl FnOnce(&mut RuntimeConfig)) -> TestRuntime {
         let (mut cfg, claim) = test_config();
         f(&mut cfg);
+        Self::open(cfg, claim).await
+    }
+
+    /// A runtime on an existing configuration (e.g. one a crashed process used).
+    pub async fn open(cfg: RuntimeConfig, claim: impl Drop + Send + 'static) -> TestRuntime {
         let rt = Runtime::open(cfg.clone())
             .await
             .unwrap_or_else(|e| panic!("open runtime: {e}"));

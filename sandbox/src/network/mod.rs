@@ -131,13 +131,6 @@ pub(crate) fn check_link_name(name: &str) -> Result<(), NetworkError> {
 /// Checks that every bridge and veth name of a pool fits IFNAMSIZ: the names grow with the
 /// number of networks in the pool and of hosts per network (with an 8-character prefix, a pool
 /// of /11 or smaller always fits). For `RuntimeConfig::validate`.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "for RuntimeConfig::validate, which does not call it yet"
-    )
-)]
 pub fn check_link_names(prefix: &str, pool: Subnet, network_len: u8) -> Result<(), NetworkError> {
     let networks = pool.subnet_count(network_len);
     let Some(last) = networks.checked_sub(1) else {

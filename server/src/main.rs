@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use sandbox::{ExecOptions, Isolation, NodeLimits, NodeSpec, OrphanPolicy, Runtime, RuntimeConfig};
 
 mod doctor_cmd;
+mod serve;
 
 #[derive(Parser)]
 #[command(
@@ -27,6 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the HTTP service.
+    Serve(serve::ServeArgs),
     /// Check that this host can run nodes, and say how to fix what is missing.
     Doctor(RuntimeArgs),
     /// Manage session networks.
@@ -216,6 +219,7 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Doctor(_) => unreachable!("handled before the async runtime starts"),
+        Command::Serve(args) => serve::run(args).await?,
         Command::Network(NetworkCmd::Create { name, rt }) => {
             let net = rt.open().await?.create_network(&name).await?;
             println!("{}", serde_json::to_string(&net)?);

@@ -130,7 +130,7 @@ impl TestRuntime {
     }
 
     /// A runtime on an existing configuration (e.g. one a crashed process used).
-    pub async fn open(cfg: RuntimeConfig, claim: impl Drop + Send + 'static) -> TestRuntime {
+    pub async fn open(cfg: RuntimeConfig, claim: impl Send + 'static) -> TestRuntime {
         let rt = Runtime::open(cfg.clone())
             .await
             .unwrap_or_else(|e| panic!("open runtime: {e}"));

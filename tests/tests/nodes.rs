@@ -48,3 +48,33 @@ async fn engine_runs_and_builds_containers() {
     assert_eq!(page.trim(), "served");
     t.finish().await;
 }
+
+/// The fallback isolation for kernels without idmapped mounts: the engine works, and the node's
+/// real root is still fenced off from host-wide settings, the kernel log and host devices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rootful_nodes_run_containers_but_not_the_host() {
+    let t = TestRuntime::with(|c| c.isolation = sandbox::Isolation::Rootful).await;
+    let nodes = t.session("rootful", 1).await;
+    let n = &nodes[0];
+    t.ok(n, IMPORT_BUSYBOX).await;
+    let out = t
+        .ok(n, "docker run --rm busybox:local echo rootful-ok")
+        .await;
+    assert_eq!(out.trim(), "rootful-ok");
+    for denied in [
+        "echo 1 > /proc/sys/kernel/panic",
+        "echo h > /proc/sysrq-trigger",
+        "dmesg",
+        // mknod itself is allowed (the engine needs it); opening a device the allow-list does
+        // not name (/dev/kmsg) is not.
+        "mknod /tmp/kmsg c 1 11 && head -c1 /tmp/kmsg",
+        "date -s 2001-01-01",
+    ] {
+        let o = t.sh(n, denied).await;
+        assert!(
+            !o.status.success(),
+            "`{denied}` succeeded in a rootful node"
+        );
+    }
+    t.finish().await;
+}

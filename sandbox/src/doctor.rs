@@ -24,10 +24,9 @@ use std::process::Command;
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
-use nix::unistd::{pipe2, ForkResult, Pid};
+use nix::unistd::{pipe2, Pid};
 use serde::Serialize;
 
 use crate::cgroups::HIERARCHIES;
@@ -543,18 +542,7 @@ fn probe_idmapped_mount(dir: &Path) -> Result<(), ProbeError> {
     // ready: the child reports unshare's result; go: the child waits on it until released.
     let (ready_r, ready_w) = pipe2(OFlag::O_CLOEXEC).map_err(step("pipe"))?;
     let (go_r, go_w) = pipe2(OFlag::O_CLOEXEC).map_err(step("pipe"))?;
-    // SAFETY: the child only calls close, unshare, write, read and _exit, which are all
-    // async-signal-safe and allocate nothing, and it never returns into the caller; so the
-    // fork is sound even if this process has other threads.
-    let fork = unsafe { nix::unistd::fork() }.map_err(step("fork"))?;
-    let child = match fork {
-        ForkResult::Child => {
-            drop(ready_r);
-            drop(go_w);
-            userns_child(&ready_w, &go_r)
-        }
-        ForkResult::Parent { child } => child,
-    };
+    let child = crate::sys::fork_userns_holder(&ready_w, &go_r).map_err(step("fork"))?;
     drop(ready_w);
     drop(go_r);
     let result = idmap_through(child, &ready_r, dir);
@@ -563,21 +551,6 @@ fn probe_idmapped_mount(dir: &Path) -> Result<(), ProbeError> {
     let _ = kill(child, Signal::SIGKILL);
     let _ = waitpid(child, None);
     result
-}
-
-/// The forked child: a new user namespace, whose maps the parent writes, held open until the
-/// parent is done with it.
-fn userns_child(ready: &OwnedFd, go: &OwnedFd) -> ! {
-    let code = match unshare(CloneFlags::CLONE_NEWUSER) {
-        Ok(()) => 0,
-        Err(errno) => errno as i32,
-    };
-    let _ = nix::unistd::write(ready, &code.to_ne_bytes());
-    let mut buf = [0u8; 1];
-    let _ = nix::unistd::read(go, &mut buf);
-    // SAFETY: _exit ends this forked copy at once, without running the parent's atexit
-    // handlers or destructors.
-    unsafe { libc::_exit(0) }
 }
 
 fn idmap_through(child: Pid, ready: &OwnedFd, dir: &Path) -> Result<(), ProbeError> {

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use nix::sched::{setns, CloneFlags};
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, setgroups, setresgid, setresuid, ForkResult, Gid, Uid};
+use nix::unistd::{setgroups, setresgid, setresuid, ForkResult, Gid, Uid};
 
 use crate::cgroups::NodeCgroup;
 use crate::config::Isolation;
@@ -145,6 +145,10 @@ pub fn run_exec_helper(args: &[String]) -> ! {
         std::process::exit(code)
     };
     let h = parse(args).unwrap_or_else(|e| fail(2, e));
+    // Asked now: once in the node's mount namespace, /proc no longer shows this process.
+    if !crate::sys::single_threaded() {
+        fail(1, "the exec helper must be single-threaded".into());
+    }
     let t = &h.target;
     if !crate::state::is_same_process(t.pid, t.start_time) {
         fail(EXIT_NODE_GONE, "the node is not running".into());
@@ -184,8 +188,7 @@ pub fn run_exec_helper(args: &[String]) -> ! {
         forwarded.add(s);
     }
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&forwarded), None);
-    // SAFETY: this helper is single-threaded, so the child may allocate and call anything.
-    match unsafe { fork() } {
+    match crate::sys::fork_single_threaded() {
         Ok(ForkResult::Child) => {
             let _ = nix::sys::signal::sigprocmask(
                 SigmaskHow::SIG_SETMASK,

@@ -109,7 +109,7 @@ mod tests {
     fn unknown_image_lists_what_exists() {
         let dir = std::env::temp_dir().join(format!("sandpit-img-{}", std::process::id()));
         let good = dir.join("good");
-        std::fs::create_dir_all(good.join("rootfs/usr/bin")).unwrap();
+        std::fs::create_dir_all(good.join("rootfs/usr/sbin")).unwrap();
         std::fs::write(good.join("rootfs/usr/sbin/dockerd"), "").unwrap();
         std::fs::write(
             good.join("manifest.json"),

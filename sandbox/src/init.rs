@@ -30,8 +30,8 @@
 //! file descriptor; `/proc` is mounted by the node's PID 1, since a proc mount shows the pid
 //! namespace of its mounter.
 
-use std::io::{IoSlice, IoSliceMut, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{IoSlice, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,11 +40,11 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{
-    chdir, execve, fork, pivot_root, setgroups, sethostname, setresgid, setresuid, ForkResult, Gid,
-    Pid, Uid,
+    chdir, execve, pivot_root, setgroups, sethostname, setresgid, setresuid, ForkResult, Gid, Pid,
+    Uid,
 };
 use serde::{Deserialize, Serialize};
 
@@ -124,16 +124,7 @@ impl Launch {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(log);
-        // SAFETY: the closure runs between fork and exec and only calls dup2, which is
-        // async-signal-safe; dup2 clears FD_CLOEXEC on the new descriptor.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::dup2(child_fd, HANDSHAKE_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        crate::sys::pass_fd(&mut cmd, child_fd, HANDSHAKE_FD);
         let child = cmd.spawn().map_err(spawn_err)?;
         drop(child_end);
         host.set_nonblocking(true).map_err(spawn_err)?;
@@ -260,8 +251,13 @@ impl Launch {
 
 /// Entry point of `sandpit __node-init <dir>`. Never returns.
 pub fn run_node_init(dir: &Path) -> ! {
-    // SAFETY: fd 3 was set up by `Launch::spawn` for this process and nothing else owns it.
-    let sock = unsafe { UnixStream::from_raw_fd(HANDSHAKE_FD) };
+    let sock = match crate::sys::take_inherited_fd(HANDSHAKE_FD) {
+        Ok(fd) => UnixStream::from(fd),
+        Err(e) => {
+            eprintln!("sandpit node init: no handshake socket on fd {HANDSHAKE_FD}: {e}");
+            std::process::exit(1)
+        }
+    };
     let mut conn = Conn { sock: Some(sock) };
     match launcher(dir, &mut conn) {
         Ok(()) => std::process::exit(0),
@@ -315,25 +311,10 @@ impl Conn {
     }
     /// Receives `want` with an optional file descriptor attached.
     fn expect_with_fd(&mut self, want: &str) -> Result<Option<OwnedFd>, String> {
-        let fd_num = self.sock().map_err(|e| e.to_string())?.as_raw_fd();
+        let sock = self.sock().map_err(|e| e.to_string())?.as_raw_fd();
         let mut data = [0u8; 64];
-        let mut iov = [IoSliceMut::new(&mut data)];
-        let mut space = nix::cmsg_space!([RawFd; 1]);
-        let msg = recvmsg::<()>(
-            fd_num,
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )
-        .map_err(|e| format!("receive {want}: {e}"))?;
-        let mut fd = None;
-        for c in msg.cmsgs().map_err(|e| format!("receive {want}: {e}"))? {
-            if let ControlMessageOwned::ScmRights(fds) = c {
-                // SAFETY: the kernel installed these descriptors in our table for us alone.
-                fd = fds.first().map(|f| unsafe { OwnedFd::from_raw_fd(*f) });
-            }
-        }
-        let n = msg.bytes;
+        let (n, fd) = crate::sys::recv_with_fd(sock, &mut data)
+            .map_err(|e| format!("receive {want}: {e}"))?;
         let text = String::from_utf8_lossy(&data[..n]);
         if text.trim_end() == want {
             Ok(fd)
@@ -379,9 +360,7 @@ fn launcher(dir: &Path, conn: &mut Conn) -> Result<(), String> {
             .map_err(|e| format!("setresuid 0: {e}"))?;
     }
     unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("unshare pid namespace: {e}"))?;
-    // SAFETY: this process is single-threaded (a fresh exec of our binary that started no
-    // threads), so the child may do anything.
-    match unsafe { fork() }.map_err(|e| format!("fork node init: {e}"))? {
+    match crate::sys::fork_single_threaded().map_err(|e| format!("fork node init: {e}"))? {
         ForkResult::Parent { child } => {
             conn.send(&format!("pid {child}"))
                 .map_err(|e| e.to_string())?;
@@ -638,6 +617,15 @@ fn symlink(target: &str, link: &Path) -> Result<(), String> {
 /// PID 1 of the node: starts dockerd, restarts it when it dies, reaps every orphan, and on
 /// SIGTERM stops dockerd (up to 10 s) before exiting, which ends the node.
 fn node_init(cfg: &InitConfig) -> ! {
+    // From here on our stderr goes to a log on the node's own disk: the launcher's log is a
+    // host file, and the node's root could write to it through /proc/1/fd/2.
+    if let Ok(log) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open("/var/log/sandpit-init.log")
+    {
+        let _ = nix::unistd::dup2_stderr(&log);
+    }
     // Docker needs shared propagation below / for its own mounts.
     let _ = mount(
         None::<&str>,
@@ -659,7 +647,7 @@ fn node_init(cfg: &InitConfig) -> ! {
         eprintln!("sandpit init: block signals: {e}");
         std::process::exit(1);
     }
-    let sfd = match SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC) {
+    let sfd = match SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("sandpit init: signalfd: {e}");
@@ -667,6 +655,7 @@ fn node_init(cfg: &InitConfig) -> ! {
         }
     };
     let mut dockerd = start_dockerd(cfg);
+    let mut started_at = std::time::Instant::now();
     let mut backoff = Duration::from_millis(500);
     let mut restart_at: Option<std::time::Instant> = None;
     let mut stopping: Option<std::time::Instant> = None;
@@ -703,6 +692,9 @@ fn node_init(cfg: &InitConfig) -> ! {
                 Ok(status) => {
                     if status.pid().is_some() && status.pid() == dockerd {
                         dockerd = None;
+                        if started_at.elapsed() > Duration::from_secs(60) {
+                            backoff = Duration::from_millis(500);
+                        }
                         if stopping.is_none() {
                             eprintln!("sandpit init: dockerd exited ({status:?}); restarting in {backoff:?}");
                             restart_at = Some(std::time::Instant::now() + backoff);
@@ -722,6 +714,7 @@ fn node_init(cfg: &InitConfig) -> ! {
             if std::time::Instant::now() >= at {
                 restart_at = None;
                 dockerd = start_dockerd(cfg);
+                started_at = std::time::Instant::now();
             }
         }
     }
@@ -743,8 +736,7 @@ fn start_dockerd(cfg: &InitConfig) -> Option<Pid> {
         .create(true)
         .append(true)
         .open("/var/log/dockerd.log");
-    // SAFETY: the init is single-threaded, so the child may allocate and call anything.
-    match unsafe { fork() } {
+    match crate::sys::fork_single_threaded() {
         Ok(ForkResult::Parent { child }) => Some(child),
         Ok(ForkResult::Child) => {
             let _ = nix::sys::signal::sigprocmask(

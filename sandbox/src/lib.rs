@@ -6,6 +6,9 @@
 //! limits; a veth on its session's bridge. [`Runtime`] creates, finds, execs into and destroys
 //! nodes and session networks. See `ARCHITECTURE.md` for the process model.
 
+// Only `sys.rs` may use `unsafe`: the syscalls without a safe wrapper.
+#![deny(unsafe_code)]
+
 mod cgroups;
 mod config;
 pub mod doctor;
@@ -16,6 +19,7 @@ mod network;
 mod rootfs;
 mod runtime;
 mod state;
+#[allow(unsafe_code)]
 mod sys;
 
 pub use cgroups::CgroupStats;

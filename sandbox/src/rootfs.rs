@@ -7,13 +7,14 @@
 //!   disk/          where the host mounts disk.img:
 //!     upper/ work/   overlay upper and work dirs of the node's root, owned by its root
 //!     docker/        the node's /var/lib/docker (bind-mounted)
+//!     etc/           hosts, resolv.conf, hostname: bind-mounted over the node's /etc files
 //!   lower/         mount point of the idmapped base image (only inside the node)
 //!   rootfs/        mount point of the overlay root (only inside the node)
 //!   dev/           device nodes made by the host: a user namespace cannot mknod
-//!   hosts resolv.conf hostname   bind-mounted over the node's /etc files
 //! ```
-//! One image holds both the overlay upper layer and `/var/lib/docker`, so a node cannot fill
-//! the host's disk whichever directory it writes to. `/var/lib/docker` must not be on the
+//! Everything the node can write is on its disk image (the overlay upper layer,
+//! `/var/lib/docker`, and the /etc files it owns), so a node cannot fill the host's disk
+//! whichever file it writes to. `/var/lib/docker` must not be on the
 //! overlay root (overlay2 cannot stack on overlayfs and dockerd would silently fall back to a
 //! slow driver), and a loop device cannot be set up from inside the node, so the host attaches
 //! and mounts the image and the node only binds its directories.
@@ -95,23 +96,26 @@ impl NodeDir {
     pub fn dev(&self) -> PathBuf {
         self.dir.join("dev")
     }
+    fn etc(&self) -> PathBuf {
+        self.disk().join("etc")
+    }
     pub fn hosts(&self) -> PathBuf {
-        self.dir.join("hosts")
+        self.etc().join("hosts")
     }
     pub fn resolv_conf(&self) -> PathBuf {
-        self.dir.join("resolv.conf")
+        self.etc().join("resolv.conf")
     }
     pub fn hostname(&self) -> PathBuf {
-        self.dir.join("hostname")
+        self.etc().join("hostname")
     }
     /// The dockerd log as the host sees it (the node writes it through its overlay upper).
     pub fn dockerd_log(&self) -> PathBuf {
         self.upper().join("var/log/dockerd.log")
     }
 
-    /// Creates the directory tree, device nodes and /etc files. `owner` is the host uid/gid of
-    /// the node's root.
-    pub fn prepare(&self, owner: (u32, u32), hostname: &str) -> Result<(), RootfsError> {
+    /// Creates the directory tree and the device nodes. `owner` is the host uid/gid of the
+    /// node's root.
+    pub fn prepare(&self, owner: (u32, u32)) -> Result<(), RootfsError> {
         let (uid, gid) = owner;
         std::fs::create_dir_all(&self.dir).map_err(io("create", &self.dir))?;
         for d in [self.lower(), self.rootfs(), self.disk(), self.dev()] {
@@ -136,13 +140,12 @@ impl NodeDir {
                 .map_err(io("chmod", &path))?;
             chown(&path, Some(uid), Some(gid)).map_err(io("chown", &path))?;
         }
-        let hn = self.hostname();
-        std::fs::write(&hn, format!("{hostname}\n")).map_err(io("write", &hn))?;
         Ok(())
     }
 
     /// Creates the node's sparse ext4 disk image, mounts it on `disk/` and makes the upper,
-    /// work and docker directories in it, owned by the node's root. Call after `prepare`.
+    /// work, docker and etc directories in it, owned by the node's root. Call after `prepare`,
+    /// before writing the /etc files.
     pub async fn make_disk(&self, size_bytes: u64, owner: (u32, u32)) -> Result<(), RootfsError> {
         let img = self.disk_image();
         let f = std::fs::File::create(&img).map_err(io("create", &img))?;
@@ -177,7 +180,7 @@ impl NodeDir {
             ],
         )
         .await?;
-        for d in [self.upper(), self.work(), self.docker()] {
+        for d in [self.upper(), self.work(), self.docker(), self.etc()] {
             std::fs::create_dir(&d).map_err(io("create", &d))?;
             chown(&d, Some(owner.0), Some(owner.1)).map_err(io("chown", &d))?;
         }

@@ -611,7 +611,13 @@ impl Runtime {
             .get(&rec.network)
             .cloned()
             .ok_or_else(|| Error::UnknownNetwork(rec.network.clone()))?;
-        nd.prepare(owner, &rec.hostname)?;
+        nd.prepare(owner)?;
+        self.cgroup(rec).create(
+            &rec.limits,
+            rec.uid_base.map(|b| (b, b)),
+            rec.isolation == Isolation::Rootful,
+        )?;
+        nd.make_disk(rec.limits.disk_bytes, owner).await?;
         let nameservers = if net.egress {
             let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
             network::host_nameservers(&host)
@@ -623,13 +629,8 @@ impl Runtime {
             &network::render_resolv_conf(net.subnet.gateway(), &nameservers),
             owner,
         )?;
+        NodeDir::write_in_place(&nd.hostname(), &format!("{}\n", rec.hostname), owner)?;
         NodeDir::write_in_place(&nd.hosts(), &self.hosts_of(&rec.network), owner)?;
-        self.cgroup(rec).create(
-            &rec.limits,
-            rec.uid_base.map(|b| (b, b)),
-            rec.isolation == Isolation::Rootful,
-        )?;
-        nd.make_disk(rec.limits.disk_bytes, owner).await?;
         state::save(
             &nd.init_config(),
             &InitConfig {

@@ -4,7 +4,7 @@
 //! attached somewhere else. This is the only module with `unsafe` code.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -124,4 +124,108 @@ pub fn drop_rootful_capabilities() -> Result<(), Errno> {
         }
     }
     Ok(())
+}
+
+/// Whether this process was single-threaded when first asked (from `/proc/self/status`).
+/// Ask before joining another mount namespace, whose `/proc` may not show this process.
+pub fn single_threaded() -> bool {
+    static ONE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ONE.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Threads:"))
+                    .and_then(|n| n.trim().parse::<u32>().ok())
+            })
+            == Some(1)
+    })
+}
+
+/// Forks, but only when the caller is single-threaded ([`single_threaded`]): then the child
+/// may do anything, not just async-signal-safe work. Our re-executed helpers (launcher, node
+/// init, exec) are single-threaded by construction and start no threads.
+pub fn fork_single_threaded() -> Result<nix::unistd::ForkResult, Errno> {
+    if !single_threaded() {
+        return Err(Errno::EDEADLK);
+    }
+    // SAFETY: the process has exactly one thread, so no lock can be held by a thread that does
+    // not exist in the child.
+    unsafe { nix::unistd::fork() }
+}
+
+/// Forks a child that unshares a user namespace, reports the result as an `i32` errno (0 on
+/// success) on `ready`, waits until `go` is closed or written, and exits. The child runs only
+/// async-signal-safe calls, so this is sound even in a multi-threaded caller. Returns its pid.
+pub fn fork_userns_holder(ready: &OwnedFd, go: &OwnedFd) -> Result<nix::unistd::Pid, Errno> {
+    // SAFETY: the child below calls only unshare, write, read and _exit, all async-signal-safe;
+    // it allocates nothing and never returns into the caller.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { child } => Ok(child),
+        nix::unistd::ForkResult::Child => {
+            let code = match nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER) {
+                Ok(()) => 0,
+                Err(errno) => errno as i32,
+            };
+            let _ = nix::unistd::write(ready, &code.to_ne_bytes());
+            let mut buf = [0u8; 1];
+            let _ = nix::unistd::read(go, &mut buf);
+            // SAFETY: _exit ends this forked copy at once, without the parent's destructors.
+            unsafe { libc::_exit(0) }
+        }
+    }
+}
+
+/// Makes `fd` appear as descriptor `target` in the program `cmd` will run (cleared of
+/// close-on-exec), without leaking it to other children spawned concurrently.
+pub fn pass_fd(cmd: &mut tokio::process::Command, fd: RawFd, target: RawFd) {
+    // SAFETY: the closure runs between fork and exec and only calls dup2, which is
+    // async-signal-safe; dup2 clears FD_CLOEXEC on the new descriptor.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(fd, target) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Takes ownership of a descriptor this process inherited at a fixed number, once.
+pub fn take_inherited_fd(fd: RawFd) -> Result<OwnedFd, Errno> {
+    static TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if TAKEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return Err(Errno::EBUSY);
+    }
+    // Fails with EBADF if nothing is open there.
+    nix::fcntl::fcntl(
+        // SAFETY: only used for the duration of this call, to ask whether the fd is open.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+        nix::fcntl::FcntlArg::F_GETFD,
+    )?;
+    // SAFETY: the descriptor is open, was set up for us by our parent, and the static above
+    // makes sure it gets one owner.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Receives a message of at most `buf.len()` bytes and at most one descriptor passed with
+/// SCM_RIGHTS. Returns the byte count and the descriptor, if any.
+pub fn recv_with_fd(sock: RawFd, buf: &mut [u8]) -> Result<(usize, Option<OwnedFd>), Errno> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let mut fd = None;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for f in fds {
+                // SAFETY: the kernel installed these descriptors in our table for us alone.
+                let owned = unsafe { OwnedFd::from_raw_fd(f) };
+                if fd.is_none() {
+                    fd = Some(owned);
+                }
+            }
+        }
+    }
+    Ok((msg.bytes, fd))
 }

@@ -5,6 +5,8 @@
 //! (`unshare`/`setns` of a user namespace refuse threaded callers), so no async runtime and no
 //! logging thread exists when they run.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -20,7 +20,18 @@ use super::{check_link_name, run, NetworkError, Subnet};
 /// without one takes the lowest MAC of its ports and changes it as nodes come and go, which
 /// leaves other nodes' ARP entries for the gateway stale for seconds.
 fn bridge_mac(gateway: Ipv4Addr) -> String {
-    let [a, b, c, d] = gateway.octets();
+    mac_of(gateway)
+}
+
+/// A node's `eth0` MAC, derived from its address like the bridge's. A node made again in a
+/// freed slot (same address) then has the same MAC too; a random one would leave the other
+/// nodes' and the host's ARP entries pointing at the old node for up to a minute.
+fn node_mac(ip: Ipv4Addr) -> String {
+    mac_of(ip)
+}
+
+fn mac_of(ip: Ipv4Addr) -> String {
+    let [a, b, c, d] = ip.octets();
     format!("02:5a:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
 }
 
@@ -121,10 +132,12 @@ pub async fn add_node_link(
         });
     }
     let pid = ns_pid.to_string();
+    let mac = node_mac(ip);
     run(
         "ip",
         &[
-            "link", "add", host_name, "type", "veth", "peer", "name", "eth0", "netns", &pid,
+            "link", "add", host_name, "type", "veth", "peer", "name", "eth0", "address", &mac,
+            "netns", &pid,
         ],
         None,
     )

@@ -47,10 +47,31 @@ struct PoolClaim {
     pool: Subnet,
 }
 
+/// Second octets of 10.x.0.0/16 that a route on the host already uses (a leaked bridge of a
+/// killed run, another instance): a pool there would give two bridges one subnet.
+fn routed_second_octets() -> Vec<u8> {
+    let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    routes
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter_map(|hex| u32::from_str_radix(hex, 16).ok())
+        // The destination is in network byte order, read as a little-endian number.
+        .map(|d| d.to_le_bytes())
+        .filter(|b| b[0] == 10)
+        .map(|b| b[1])
+        .collect()
+}
+
 impl PoolClaim {
     fn take() -> PoolClaim {
         std::fs::create_dir_all(POOL_LOCKS).expect("create pool lock dir");
-        for second in 200..=250u8 {
+        let routed = routed_second_octets();
+        // 10.224-254.x: apart from the production default pool (10.201/16) and the bench's.
+        for second in 224..=254u8 {
+            if routed.contains(&second) {
+                continue;
+            }
             let path = PathBuf::from(POOL_LOCKS).join(second.to_string());
             if std::fs::OpenOptions::new()
                 .write(true)
@@ -129,7 +150,8 @@ impl TestRuntime {
         Self::open(cfg, claim).await
     }
 
-    /// A runtime on an existing configuration (e.g. one a crashed process used).
+    /// A runtime on an existing configuration (e.g. one a crashed process used). Use it after
+    /// [`CleanupGuard`] for configurations another process used.
     pub async fn open(cfg: RuntimeConfig, claim: impl Send + 'static) -> TestRuntime {
         let rt = Runtime::open(cfg.clone())
             .await
@@ -241,6 +263,56 @@ impl Drop for TestRuntime {
 pub const IMPORT_BUSYBOX: &str = "set -e; d=$(mktemp -d); mkdir $d/bin; cp /bin/busybox $d/bin/; \
 for a in $(/bin/busybox --list); do [ \"$a\" = busybox ] || ln -s busybox $d/bin/$a; done; \
 tar -C $d -c . | docker import -c 'ENV PATH=/bin' - busybox:local >/dev/null; rm -rf $d";
+
+/// Destroys whatever a configuration's runtime left on the host when dropped, whether the
+/// test passed or failed: for tests in which another process (a killed `sandpit`, a server)
+/// owns the nodes for a while.
+pub struct CleanupGuard(pub RuntimeConfig);
+
+impl Drop for CleanupGuard {
+    fn drop(&mut self) {
+        let mut cfg = self.0.clone();
+        cfg.orphans = sandbox::OrphanPolicy::Destroy;
+        std::thread::spawn(move || {
+            let r = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cleanup runtime");
+            r.block_on(async {
+                // Busy while a test's own runtime still holds the state dir: that one cleans.
+                if let Ok(rt) = Runtime::open(cfg.clone()).await {
+                    let _ = rt.destroy_all().await;
+                }
+            });
+            if let Some(dir) = cfg.state_dir.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        })
+        .join()
+        .ok();
+    }
+}
+
+/// A child process that is SIGKILLed and reaped when dropped (a `sandpit` the test runs).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl KillOnDrop {
+    pub fn sigkill(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            self.sigkill();
+        }
+    }
+}
 
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sandbox::{Error, NodeSpec, OrphanPolicy, Runtime, Subnet};
-use sandpit_tests::{sandpit_bin, test_config, TestRuntime};
+use sandpit_tests::{sandpit_bin, test_config, CleanupGuard, KillOnDrop, TestRuntime};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_create_destroy_cycles_leave_nothing_behind() {
@@ -33,8 +33,8 @@ async fn twenty_create_destroy_cycles_leave_nothing_behind() {
 }
 
 /// `sandpit node create --hold` with the test's configuration, as a separate process.
-fn spawn_creator(cfg: &sandbox::RuntimeConfig, network: &str) -> std::process::Child {
-    Command::new(sandpit_bin())
+fn spawn_creator(cfg: &sandbox::RuntimeConfig, network: &str) -> KillOnDrop {
+    let child = Command::new(sandpit_bin())
         .args(["node", "create", "--network", network, "--hold"])
         .arg("--state-dir")
         .arg(cfg.state_dir.parent().unwrap())
@@ -45,33 +45,26 @@ fn spawn_creator(cfg: &sandbox::RuntimeConfig, network: &str) -> std::process::C
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .expect("spawn sandpit node create")
+        .expect("spawn sandpit node create");
+    KillOnDrop(child)
 }
 
 /// Reads the node JSON the creator prints once the node is ready.
-fn wait_created(child: &mut std::process::Child) -> serde_json::Value {
+fn wait_created(child: &mut KillOnDrop) -> serde_json::Value {
     let mut line = String::new();
-    std::io::BufReader::new(child.stdout.as_mut().unwrap())
+    std::io::BufReader::new(child.0.stdout.as_mut().unwrap())
         .read_line(&mut line)
         .unwrap();
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("creator printed {line:?}: {e}"))
 }
 
-fn sigkill(child: &mut std::process::Child) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    child.wait().unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_survives_a_crash_of_its_creator_and_is_adopted() {
     let (cfg, claim) = test_config();
+    let _cleanup = CleanupGuard(cfg.clone());
     let mut creator = spawn_creator(&cfg, "crash");
     let made = wait_created(&mut creator);
-    sigkill(&mut creator);
+    creator.sigkill();
 
     let t = TestRuntime::open(cfg, claim).await;
     let node = t.rt().node("crash", "node1").expect("node adopted");
@@ -98,9 +91,10 @@ async fn node_survives_a_crash_of_its_creator_and_is_adopted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orphans_are_destroyed_when_so_configured() {
     let (mut cfg, claim) = test_config();
+    let _cleanup = CleanupGuard(cfg.clone());
     let mut creator = spawn_creator(&cfg, "orphan");
     wait_created(&mut creator);
-    sigkill(&mut creator);
+    creator.sigkill();
 
     cfg.orphans = OrphanPolicy::Destroy;
     let t = TestRuntime::open(cfg, claim).await;
@@ -112,6 +106,7 @@ async fn orphans_are_destroyed_when_so_configured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_interrupted_by_a_crash_is_cleaned_up() {
     let (cfg, claim) = test_config();
+    let _cleanup = CleanupGuard(cfg.clone());
     let mut creator = spawn_creator(&cfg, "cut");
     // Kill the creator as soon as the node's record exists, in the middle of the build.
     let record = cfg.state_dir.join("nodes/cut-node1/node.json");
@@ -123,7 +118,7 @@ async fn a_create_interrupted_by_a_crash_is_cleaned_up() {
         );
         std::thread::sleep(Duration::from_millis(1));
     }
-    sigkill(&mut creator);
+    creator.sigkill();
 
     let t = TestRuntime::open(cfg, claim).await;
     // Either the kill came before the node was ready and it was cleaned up, or it was ready

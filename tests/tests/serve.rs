@@ -5,7 +5,7 @@ use std::io::{BufRead, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sandpit_tests::{sandpit_bin, test_config, TestRuntime};
+use sandpit_tests::{sandpit_bin, test_config, CleanupGuard, KillOnDrop, TestRuntime};
 
 fn get(addr: &str, path: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).expect("connect to the server");
@@ -19,6 +19,7 @@ fn get(addr: &str, path: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_answers_health_and_stops_on_sigterm() {
     let (cfg, claim) = test_config();
+    let _cleanup = CleanupGuard(cfg.clone());
     // A node left by an earlier process, for the server to adopt.
     {
         let t = TestRuntime::open(cfg.clone(), ()).await;
@@ -26,19 +27,21 @@ async fn serve_answers_health_and_stops_on_sigterm() {
         let mut t = t;
         drop(t.rt.take()); // close without destroying
     }
-    let mut server = Command::new(sandpit_bin())
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .arg("--state-dir")
-        .arg(cfg.state_dir.parent().unwrap())
-        .args(["--prefix", &cfg.prefix])
-        .args(["--subnet-pool", &cfg.subnet_pool.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start sandpit serve");
+    let mut server = KillOnDrop(
+        Command::new(sandpit_bin())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .arg("--state-dir")
+            .arg(cfg.state_dir.parent().unwrap())
+            .args(["--prefix", &cfg.prefix])
+            .args(["--subnet-pool", &cfg.subnet_pool.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sandpit serve"),
+    );
     let mut line = String::new();
-    std::io::BufReader::new(server.stdout.as_mut().unwrap())
+    std::io::BufReader::new(server.0.stdout.as_mut().unwrap())
         .read_line(&mut line)
         .unwrap();
     let addr = line
@@ -59,11 +62,11 @@ async fn serve_answers_health_and_stops_on_sigterm() {
 
     let started = Instant::now();
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(server.id() as i32),
+        nix::unistd::Pid::from_raw(server.0.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let status = server.wait().unwrap();
+    let status = server.0.wait().unwrap();
     assert!(status.success(), "exit status {status}");
     assert!(started.elapsed() < Duration::from_secs(15));
 

@@ -28,7 +28,7 @@ use crate::config::{Isolation, NodeLimits, OrphanPolicy, RuntimeConfig};
 use crate::exec::{ExecOptions, ExecTarget};
 use crate::image::{self, ImageError};
 use crate::init::{InitConfig, InitError, Launch};
-use crate::network::{self, firewall, link, NetworkError, Subnet};
+use crate::network::{self, dns, firewall, link, NetworkError, Subnet};
 use crate::rootfs::{self, NodeDir, RootfsError};
 use crate::state::{self, NetworkRecord, NodeRecord, StateError};
 
@@ -147,6 +147,8 @@ struct Inner {
     pending_networks: BTreeSet<String>,
     pending_indexes: BTreeSet<u32>,
     nodes: BTreeMap<NodeKey, NodeRecord>,
+    /// The DNS server of each network: its name table and task.
+    dns: BTreeMap<String, (dns::Table, tokio::task::JoinHandle<()>)>,
 }
 
 /// The node runtime of one state directory.
@@ -308,9 +310,8 @@ impl Runtime {
             if !link::link_exists(&net.bridge).await {
                 link::create_bridge(&net.bridge, net.subnet).await?;
             }
-            let spec = self.firewall_spec(&net);
-            firewall::remove(&spec).await?;
-            firewall::install(&spec).await?;
+            firewall::install(&self.firewall_spec(&net)).await?;
+            self.start_dns(&net).await?;
             self.refresh_hosts(&net.name);
         }
         Ok(())
@@ -355,7 +356,12 @@ impl Runtime {
             egress: self.cfg.egress,
             host_ports: self.cfg.host_ports_for_nodes.clone(),
         };
-        let res = self.build_network(&net).await;
+        let mut res = self.build_network(&net).await;
+        if res.is_ok() {
+            if let Err(e) = self.start_dns(&net).await {
+                res = Err(with_cleanup(e, self.unbuild_network(&net).await));
+            }
+        }
         let mut inner = self.lock();
         inner.pending_networks.remove(name);
         inner.pending_indexes.remove(&index);
@@ -374,15 +380,46 @@ impl Runtime {
         }
         .await;
         if let Err(e) = res {
-            let mut cleanup = Vec::new();
-            if let Err(c) = firewall::remove(&spec).await {
-                cleanup.push(c.to_string());
-            }
-            if let Err(c) = link::delete_link(&net.bridge).await {
-                cleanup.push(c.to_string());
-            }
-            let _ = std::fs::remove_file(self.network_path(&net.name));
-            return Err(with_cleanup(e, cleanup));
+            return Err(with_cleanup(e, self.unbuild_network(net).await));
+        }
+        Ok(())
+    }
+
+    /// Removes a network's rules, bridge and record; returns what failed.
+    async fn unbuild_network(&self, net: &NetworkRecord) -> Vec<String> {
+        let mut failures = Vec::new();
+        if let Some((_, task)) = self.lock().dns.remove(&net.name) {
+            task.abort();
+        }
+        if let Err(e) = firewall::remove(&self.firewall_spec(net)).await {
+            failures.push(e.to_string());
+        }
+        if let Err(e) = link::delete_link(&net.bridge).await {
+            failures.push(e.to_string());
+        }
+        let _ = std::fs::remove_file(self.network_path(&net.name));
+        failures
+    }
+
+    /// Starts the network's DNS server on its gateway (see `network/dns.rs`).
+    async fn start_dns(&self, net: &NetworkRecord) -> Result<(), Error> {
+        let upstream = if net.egress {
+            let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            network::host_nameservers(&host)
+        } else {
+            Vec::new()
+        };
+        let table = dns::Table::default();
+        let task = dns::serve(net.subnet.gateway(), table.clone(), upstream)
+            .await
+            .map_err(|e| {
+                Error::Network(NetworkError::Dns {
+                    gateway: net.subnet.gateway(),
+                    source: e,
+                })
+            })?;
+        if let Some((_, old)) = self.lock().dns.insert(net.name.clone(), (table, task)) {
+            old.abort();
         }
         Ok(())
     }
@@ -410,14 +447,8 @@ impl Runtime {
             .filter_map(|r| r.err())
             .map(|e| e.to_string())
             .collect();
-        if let Err(e) = firewall::remove(&self.firewall_spec(&net)).await {
-            failures.push(e.to_string());
-        }
-        if let Err(e) = link::delete_link(&net.bridge).await {
-            failures.push(e.to_string());
-        }
+        failures.extend(self.unbuild_network(&net).await);
         if failures.is_empty() {
-            let _ = std::fs::remove_file(self.network_path(name));
             self.lock().networks.remove(name);
             Ok(())
         } else {
@@ -618,15 +649,9 @@ impl Runtime {
             rec.isolation == Isolation::Rootful,
         )?;
         nd.make_disk(rec.limits.disk_bytes, owner).await?;
-        let nameservers = if net.egress {
-            let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-            network::host_nameservers(&host)
-        } else {
-            Vec::new()
-        };
         NodeDir::write_in_place(
             &nd.resolv_conf(),
-            &network::render_resolv_conf(net.subnet.gateway(), &nameservers),
+            &network::render_resolv_conf(net.subnet.gateway()),
             owner,
         )?;
         NodeDir::write_in_place(&nd.hostname(), &format!("{}\n", rec.hostname), owner)?;
@@ -938,9 +963,21 @@ impl Runtime {
         network::render_hosts(&entries)
     }
 
-    /// Rewrites `/etc/hosts` of every node of the network.
+    /// Rewrites `/etc/hosts` of every node of the network, and its DNS table.
     fn refresh_hosts(&self, network: &str) {
         let content = self.hosts_of(network);
+        {
+            let inner = self.lock();
+            if let Some((table, _)) = inner.dns.get(network) {
+                let names = inner
+                    .nodes
+                    .values()
+                    .filter(|n| n.network == network && n.status == NodeStatus::Running)
+                    .map(|n| (n.hostname.clone(), n.ip))
+                    .collect();
+                *table.write().unwrap_or_else(|p| p.into_inner()) = names;
+            }
+        }
         let nodes: Vec<NodeRecord> = self
             .lock()
             .nodes
@@ -1019,6 +1056,15 @@ impl Runtime {
             }
         }
         out
+    }
+}
+
+impl Drop for Runtime {
+    /// DNS servers are tasks of this process; nodes and networks stay (a restart adopts them).
+    fn drop(&mut self) {
+        for (_, task) in self.lock().dns.values() {
+            task.abort();
+        }
     }
 }
 

@@ -12,9 +12,9 @@
 //!   bridge; with egress, accept traffic out of it (but never into another bridge of this
 //!   prefix) and replies back in; drop the rest. No other session, no outside.
 //! - `I` (filter, jumped to from `INPUT` for `-i BR`): replies to connections the host opened
-//!   (the port proxy), the allowed host ports (the registry mirror); every other TCP or UDP
-//!   attempt is rejected so that it fails fast (DNS to the gateway, see
-//!   [`super::render_resolv_conf`]), anything else is dropped.
+//!   (the port proxy), the session's DNS server (UDP 53, see `dns.rs`), the allowed host ports
+//!   (the registry mirror); every other TCP or UDP attempt is rejected so that it fails fast,
+//!   anything else is dropped.
 //! - `N` (nat, from `POSTROUTING`, egress only): masquerade the subnet when it leaves the host.
 //!
 //! Jumps are inserted at position 1 so that they come before a host's DROP rules and DOCKER
@@ -142,6 +142,7 @@ fn render_install(spec: &FirewallSpec, existing: &Existing) -> String {
     out += &format!("-A {f} -j DROP\n");
     let i = &c.input;
     out += &format!("-A {i} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n");
+    out += &format!("-A {i} -p udp --dport 53 -j ACCEPT\n");
     for port in &spec.host_ports {
         out += &format!("-A {i} -p tcp --dport {port} -j ACCEPT\n");
     }

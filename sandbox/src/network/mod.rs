@@ -24,6 +24,7 @@
 
 use std::net::Ipv4Addr;
 
+pub(crate) mod dns;
 pub(crate) mod firewall;
 pub(crate) mod link;
 mod pool;
@@ -36,6 +37,11 @@ pub(crate) const MAX_IFNAME_LEN: usize = 15;
 /// Errors of the network layer. Failed commands carry the command line and its stderr.
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
+    #[error("start the DNS server on {gateway}:53: {source}")]
+    Dns {
+        gateway: Ipv4Addr,
+        source: std::io::Error,
+    },
     #[error("invalid subnet {input:?}: {reason}")]
     InvalidSubnet { input: String, reason: String },
     #[error(
@@ -206,18 +212,10 @@ pub fn render_hosts(entries: &[(String, Ipv4Addr)]) -> String {
     out
 }
 
-/// `/etc/resolv.conf` for the nodes. Without egress nameservers it names the gateway: nothing
-/// answers there unless the service opens a DNS port, and the firewall rejects the query, so
-/// a lookup fails at once instead of hanging (an empty file would make dockerd hand its
-/// containers 8.8.8.8, which times out offline).
-pub fn render_resolv_conf(gateway: Ipv4Addr, egress_nameservers: &[Ipv4Addr]) -> String {
-    if egress_nameservers.is_empty() {
-        return format!("nameserver {gateway}\noptions timeout:1 attempts:1\n");
-    }
-    egress_nameservers
-        .iter()
-        .map(|ns| format!("nameserver {ns}\n"))
-        .collect()
+/// `/etc/resolv.conf` for the nodes: the session's DNS server on the gateway (`dns.rs`), which
+/// knows the node names and relays the rest upstream only when egress is on.
+pub fn render_resolv_conf(gateway: Ipv4Addr) -> String {
+    format!("nameserver {gateway}\noptions timeout:1 attempts:2\n")
 }
 
 /// The IPv4 nameservers of a host `resolv.conf` that a node could use. Loopback ones
@@ -332,15 +330,8 @@ mod tests {
     fn resolv_conf() {
         let gw = Ipv4Addr::new(10, 201, 3, 1);
         assert_eq!(
-            render_resolv_conf(gw, &[]),
-            "nameserver 10.201.3.1\noptions timeout:1 attempts:1\n"
-        );
-        assert_eq!(
-            render_resolv_conf(
-                gw,
-                &[Ipv4Addr::new(192, 0, 2, 53), Ipv4Addr::new(192, 0, 2, 54)]
-            ),
-            "nameserver 192.0.2.53\nnameserver 192.0.2.54\n"
+            render_resolv_conf(gw),
+            "nameserver 10.201.3.1\noptions timeout:1 attempts:2\n"
         );
     }
 

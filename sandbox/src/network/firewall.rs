@@ -340,6 +340,7 @@ mod tests {
 -A NTST-1A-F -i ntstb1a -o ntstb1a -j ACCEPT
 -A NTST-1A-F -j DROP
 -A NTST-1A-I -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A NTST-1A-I -p udp --dport 53 -j ACCEPT
 -A NTST-1A-I -p tcp --dport 5000 -j ACCEPT
 -A NTST-1A-I -p tcp --dport 8443 -j ACCEPT
 -A NTST-1A-I -p tcp -j REJECT --reject-with tcp-reset
@@ -373,6 +374,7 @@ COMMIT
 -A NTST-1A-F -o ntstb1a -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 -A NTST-1A-F -j DROP
 -A NTST-1A-I -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A NTST-1A-I -p udp --dport 53 -j ACCEPT
 -A NTST-1A-I -p tcp --dport 5000 -j ACCEPT
 -A NTST-1A-I -p tcp --dport 8443 -j ACCEPT
 -A NTST-1A-I -p tcp -j REJECT --reject-with tcp-reset
@@ -396,7 +398,10 @@ COMMIT
         let mut s = spec(false);
         s.host_ports.clear();
         let text = render_install(&s, &Existing::default());
-        assert!(!text.contains("--dport"));
+        assert!(
+            !text.contains("-p tcp --dport"),
+            "no host port is open: {text}"
+        );
         assert!(text.contains("-A NTST-1A-I -p tcp -j REJECT --reject-with tcp-reset\n"));
     }
 

@@ -107,7 +107,8 @@ mod tests {
 
     #[test]
     fn unknown_image_lists_what_exists() {
-        let dir = std::env::temp_dir().join(format!("sandpit-img-{}", std::process::id()));
+        let tmp = crate::testdir::TempDir::new("images");
+        let dir = &tmp.0;
         let good = dir.join("good");
         std::fs::create_dir_all(good.join("rootfs/usr/sbin")).unwrap();
         std::fs::write(good.join("rootfs/usr/sbin/dockerd"), "").unwrap();
@@ -116,12 +117,11 @@ mod tests {
             r#"{"name":"good","recipe":"abc","built_at":"now","extra":1}"#,
         )
         .unwrap();
-        let img = find(&dir, "good").unwrap();
+        let img = find(dir, "good").unwrap();
         assert_eq!(img.recipe, "abc");
-        match find(&dir, "missing") {
+        match find(dir, "missing") {
             Err(ImageError::Unknown { available, .. }) => assert_eq!(available, vec!["good"]),
             other => panic!("{other:?}"),
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -21,6 +21,8 @@ mod runtime;
 mod state;
 #[allow(unsafe_code)]
 mod sys;
+#[cfg(test)]
+mod testdir;
 
 pub use cgroups::CgroupStats;
 pub use config::{Isolation, NodeLimits, OrphanPolicy, RuntimeConfig};

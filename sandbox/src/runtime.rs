@@ -22,6 +22,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::cgroups::{self, CgroupError, CgroupStats, NodeCgroup};
 use crate::config::{Isolation, NodeLimits, OrphanPolicy, RuntimeConfig};
@@ -481,10 +482,18 @@ impl Runtime {
         }
         let rec = self.reserve_node(&spec, &image_name)?;
         let span = tracing::info_span!("node", network = %rec.network, node = %rec.hostname);
-        let _enter = span.enter();
+        self.finish_create(rec, &image.rootfs)
+            .instrument(span)
+            .await
+    }
+
+    async fn finish_create(
+        &self,
+        mut rec: NodeRecord,
+        image_rootfs: &Path,
+    ) -> Result<NodeInfo, Error> {
         let started = Instant::now();
-        let mut rec = rec;
-        match self.build_node(&mut rec, &image.rootfs).await {
+        match self.build_node(&mut rec, image_rootfs).await {
             Ok(()) => {
                 rec.status = NodeStatus::Running;
                 let saved = state::save(&self.node_dir(&rec).record(), &rec);

@@ -32,8 +32,9 @@ impl NodeStatus {
     pub fn can_exec(self) -> bool {
         self == NodeStatus::Running
     }
+    /// A node being created is finished (or failed) by its creator first.
     pub fn can_destroy(self) -> bool {
-        self != NodeStatus::Destroying
+        matches!(self, NodeStatus::Running | NodeStatus::Failed)
     }
 }
 

@@ -240,22 +240,28 @@ impl Drop for TestRuntime {
     /// A test that panicked still cleans up (without the leak assertion).
     fn drop(&mut self) {
         let Some(rt) = self.rt.take() else { return };
-        let cfg = self.cfg.clone();
-        std::thread::spawn(move || {
-            let r = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("cleanup runtime");
-            r.block_on(async {
-                if let Err(e) = rt.destroy_all().await {
-                    eprintln!("cleanup after failed test: {e}");
-                }
-            });
-            let _ = std::fs::remove_dir_all(cfg.state_dir.parent().expect("test dir"));
-        })
-        .join()
-        .ok();
+        let dir = self.cfg.state_dir.parent().expect("test dir").to_owned();
+        on_fresh_runtime(async move {
+            if let Err(e) = rt.destroy_all().await {
+                eprintln!("cleanup after failed test: {e}");
+            }
+            drop(rt);
+            let _ = std::fs::remove_dir_all(dir);
+        });
     }
+}
+
+/// Runs `f` to completion on a new thread with a runtime of its own: cleanup in `Drop` may
+/// happen inside another runtime, which cannot be blocked on.
+fn on_fresh_runtime(f: impl std::future::Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("cleanup runtime")
+            .block_on(f)
+    })
+    .join();
 }
 
 /// Imports a `busybox:local` image into the node's engine, made from the base image's static
@@ -273,23 +279,15 @@ impl Drop for CleanupGuard {
     fn drop(&mut self) {
         let mut cfg = self.0.clone();
         cfg.orphans = sandbox::OrphanPolicy::Destroy;
-        std::thread::spawn(move || {
-            let r = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("cleanup runtime");
-            r.block_on(async {
-                // Busy while a test's own runtime still holds the state dir: that one cleans.
-                if let Ok(rt) = Runtime::open(cfg.clone()).await {
-                    let _ = rt.destroy_all().await;
-                }
-            });
+        on_fresh_runtime(async move {
+            // Busy while a test's own runtime still holds the state dir: that one cleans.
+            if let Ok(rt) = Runtime::open(cfg.clone()).await {
+                let _ = rt.destroy_all().await;
+            }
             if let Some(dir) = cfg.state_dir.parent() {
                 let _ = std::fs::remove_dir_all(dir);
             }
-        })
-        .join()
-        .ok();
+        });
     }
 }
 

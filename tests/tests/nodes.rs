@@ -78,3 +78,92 @@ async fn rootful_nodes_run_containers_but_not_the_host() {
     }
     t.finish().await;
 }
+
+/// What the base image and the node's layout promise: file capabilities survive the idmapped
+/// image (ping works for a non-root user), no daemon starts from package scripts, the nested
+/// engine's cgroups live beneath the node's own, and host-wide /sys settings stay out of reach.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_and_layout_promises_hold() {
+    let t = TestRuntime::new().await;
+    let nodes = t.session("layout", 1).await;
+    let n = &nodes[0];
+    t.ok(
+        n,
+        "setpriv --reuid=65534 --regid=65534 --clear-groups ping -c1 -W2 node1 >/dev/null",
+    )
+    .await;
+    let policy = t.ok(n, "/usr/sbin/policy-rc.d; echo $?").await;
+    assert_eq!(
+        policy.trim(),
+        "101",
+        "policy-rc.d refuses every service start"
+    );
+
+    t.ok(n, IMPORT_BUSYBOX).await;
+    let id = t
+        .ok(n, "docker run -d busybox:local sleep 300")
+        .await
+        .trim()
+        .to_string();
+    let cg = t
+        .cfg
+        .cgroup_root
+        .join("memory")
+        .join(&t.cfg.cgroup_parent)
+        .join(format!("{}-{}", n.network, n.hostname))
+        .join("docker")
+        .join(&id);
+    assert!(cg.is_dir(), "container cgroup {} missing", cg.display());
+
+    for knob in [
+        "/sys/kernel/mm/transparent_hugepage/enabled",
+        "/sys/kernel/mm/ksm/run",
+        "/sys/module/printk/parameters/time",
+    ] {
+        if std::path::Path::new(knob).exists() {
+            let before = std::fs::read_to_string(knob).unwrap();
+            let o = t.sh(n, &format!("echo 1 > {knob}")).await;
+            assert!(!o.status.success(), "a node wrote {knob}");
+            assert_eq!(std::fs::read_to_string(knob).unwrap(), before);
+        }
+    }
+    t.finish().await;
+}
+
+/// `sandpit node exec` under a terminal: the command inside sees a TTY of the right size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_works_with_a_pty() {
+    let t = TestRuntime::new().await;
+    let nodes = t.session("pty", 1).await;
+    let n = &nodes[0];
+    let (exe, args) = t
+        .rt()
+        .exec_args(
+            &n.network,
+            &n.hostname,
+            &[
+                "sh".into(),
+                "-c".into(),
+                "stty cols 91 rows 27; test -t 0 && echo is-a-tty; stty size".into(),
+            ],
+            &Default::default(),
+        )
+        .unwrap();
+    let mut cmdline = vec![exe.into_os_string()];
+    cmdline.extend(args);
+    let quoted: Vec<String> = cmdline
+        .iter()
+        .map(|a| format!("'{}'", a.to_string_lossy().replace('\'', r"'\''")))
+        .collect();
+    // util-linux `script` runs the command on a fresh pseudo-terminal.
+    let out = std::process::Command::new("script")
+        .args(["-qec", &quoted.join(" "), "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("is-a-tty"), "{text}");
+    assert!(text.contains("27 91"), "{text}");
+    t.finish().await;
+}

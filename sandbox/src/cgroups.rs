@@ -250,6 +250,12 @@ impl NodeCgroup {
             &self.file("memory", "memory.limit_in_bytes"),
             &limits.memory_bytes.to_string(),
         )?;
+        // Memory plus swap to the same figure: the limit holds on hosts with swap too. The
+        // file exists only where the kernel accounts swap.
+        let memsw = self.file("memory", "memory.memsw.limit_in_bytes");
+        if memsw.exists() {
+            write(&memsw, &limits.memory_bytes.to_string())?;
+        }
         write(&self.file("pids", "pids.max"), &limits.pids.to_string())?;
         if let Some(quota) = quota {
             write(

@@ -114,7 +114,7 @@ const DISK_FAIL_BYTES: u64 = 2 * GIB;
 const PROBE_ID_MAP: &str = "0 1000000 65536";
 
 const IDMAP_FIX: &str = "use Linux >= 5.12 with idmapped mount support on the filesystem of \
-                         the images dir, or run with --isolation rootful";
+                         the images dir, or run with --isolation rootful (trusted users only)";
 
 /// Filesystems a node mounts, with the kernel option that provides each.
 const FILESYSTEMS_NEEDED: &[(&str, &str)] = &[
@@ -405,7 +405,7 @@ fn check_userns(max_user_namespaces: Option<&str>, cfg: Option<&KernelConfig>) -
         Check::fail(
             USERNS,
             "the kernel has no user namespaces (no /proc/sys/user/max_user_namespaces)",
-            "use a kernel with CONFIG_USER_NS=y, or run with --isolation rootful",
+            "use a kernel with CONFIG_USER_NS=y, or run with --isolation rootful (trusted users only)",
         )
     };
     if feature(cfg, "USER_NS") == Feature::Absent {
@@ -419,7 +419,7 @@ fn check_userns(max_user_namespaces: Option<&str>, cfg: Option<&KernelConfig>) -
             USERNS,
             "user namespaces are disabled (user.max_user_namespaces = 0)",
             "sysctl -w user.max_user_namespaces=65536 (persist it in /etc/sysctl.d/), or run \
-             with --isolation rootful",
+             with --isolation rootful (trusted users only)",
         ),
         Ok(n) => Check::ok(
             USERNS,

@@ -195,6 +195,9 @@ pub fn run_exec_helper(args: &[String]) -> ! {
                 Some(&SigSet::empty()),
                 None,
             );
+            crate::sys::reset_sigpipe();
+            // The command dies with the helper (killed by a timeout or a dropped terminal).
+            let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
             if nix::unistd::chdir(cwd.as_str()).is_err() {
                 let _ = nix::unistd::chdir("/");
             }

@@ -712,9 +712,12 @@ fn node_init(cfg: &InitConfig) -> ! {
         }
         if let Some(at) = restart_at {
             if std::time::Instant::now() >= at {
-                restart_at = None;
                 dockerd = start_dockerd(cfg);
                 started_at = std::time::Instant::now();
+                // A failed fork (the pids limit during a fork bomb) is retried later.
+                restart_at = dockerd
+                    .is_none()
+                    .then(|| std::time::Instant::now() + backoff);
             }
         }
     }

@@ -24,10 +24,12 @@ mod sys;
 #[cfg(test)]
 mod testdir;
 
-pub use cgroups::CgroupStats;
+pub use cgroups::{CgroupError, CgroupStats};
 pub use config::{Isolation, NodeLimits, OrphanPolicy, RuntimeConfig};
 pub use exec::{run_exec_helper, ExecOptions};
-pub use image::Image;
-pub use init::run_node_init;
-pub use network::Subnet;
-pub use runtime::{Error, NetworkInfo, NodeInfo, NodeSpec, NodeStatus, Runtime};
+pub use image::{Image, ImageError};
+pub use init::{run_node_init, InitError};
+pub use network::{NetworkError, Subnet};
+pub use rootfs::RootfsError;
+pub use runtime::{Error, NetworkInfo, NodeInfo, NodeSpec, NodeStats, NodeStatus, Runtime};
+pub use state::StateError;

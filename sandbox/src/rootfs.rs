@@ -118,6 +118,11 @@ impl NodeDir {
     pub fn prepare(&self, owner: (u32, u32)) -> Result<(), RootfsError> {
         let (uid, gid) = owner;
         std::fs::create_dir_all(&self.dir).map_err(io("create", &self.dir))?;
+        // Only host root and the node's own root may enter: what the node writes (setuid
+        // files, device nodes in a rootful node) must not be reachable by other host users.
+        chown(&self.dir, Some(0), Some(gid)).map_err(io("chown", &self.dir))?;
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o750))
+            .map_err(io("chmod", &self.dir))?;
         for d in [self.lower(), self.rootfs(), self.disk(), self.dev()] {
             std::fs::create_dir_all(&d).map_err(io("create", &d))?;
         }

@@ -52,6 +52,10 @@ pub enum Error {
     UnknownNetwork(String),
     #[error("network {0:?} already exists")]
     NetworkExists(String),
+    #[error(
+        "network {0:?} is busy: a node is being created on it or it is being destroyed; try again"
+    )]
+    NetworkBusy(String),
     #[error("unknown node {hostname:?} in network {network:?}")]
     UnknownNode { network: String, hostname: String },
     #[error("node name {hostname:?} is already taken in network {network:?}")]
@@ -62,7 +66,7 @@ pub enum Error {
     NetworkFull(String),
     #[error("no free uid range left ({0} ranges in use)")]
     UidPoolExhausted(u32),
-    #[error("node {hostname:?} is {status:?}, not running")]
+    #[error("node {hostname:?} is {status}, not running")]
     NotRunning {
         hostname: String,
         status: NodeStatus,
@@ -147,6 +151,8 @@ struct Inner {
     /// Names and indexes of networks being created.
     pending_networks: BTreeSet<String>,
     pending_indexes: BTreeSet<u32>,
+    /// Networks being destroyed: no node may be added to them.
+    closing_networks: BTreeSet<String>,
     nodes: BTreeMap<NodeKey, NodeRecord>,
     /// The DNS server of each network: its name table and task.
     dns: BTreeMap<String, (dns::Table, tokio::task::JoinHandle<()>)>,
@@ -156,6 +162,8 @@ struct Inner {
 pub struct Runtime {
     cfg: RuntimeConfig,
     inner: Mutex<Inner>,
+    /// Serialises rewrites of the nodes' /etc/hosts, so an older list never lands last.
+    hosts_lock: Mutex<()>,
     _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
@@ -212,6 +220,7 @@ impl Runtime {
         let rt = Runtime {
             cfg,
             inner: Mutex::new(Inner::default()),
+            hosts_lock: Mutex::new(()),
             _lock: lock,
         };
         rt.recover().await?;
@@ -249,6 +258,12 @@ impl Runtime {
             subnet: net.subnet,
             host_ports: net.host_ports.clone(),
             egress: net.egress,
+            uplink: if net.egress {
+                let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+                network::default_route_interface(&routes).unwrap_or_default()
+            } else {
+                String::new()
+            },
         }
     }
 
@@ -301,6 +316,7 @@ impl Runtime {
                 }
             }
         }
+        self.sweep_uid_locks();
         let nets: Vec<NetworkRecord> = self.lock().networks.values().cloned().collect();
         for net in nets {
             if self.cfg.orphans == OrphanPolicy::Destroy {
@@ -392,11 +408,14 @@ impl Runtime {
         if let Some((_, task)) = self.lock().dns.remove(&net.name) {
             task.abort();
         }
-        if let Err(e) = firewall::remove(&self.firewall_spec(net)).await {
-            failures.push(e.to_string());
-        }
+        // The bridge first: rules without a bridge are harmless, a bridge without rules is not.
         if let Err(e) = link::delete_link(&net.bridge).await {
             failures.push(e.to_string());
+            return failures;
+        }
+        if let Err(e) = firewall::remove(&self.firewall_spec(net)).await {
+            failures.push(e.to_string());
+            return failures;
         }
         let _ = std::fs::remove_file(self.network_path(&net.name));
         failures
@@ -411,7 +430,7 @@ impl Runtime {
             Vec::new()
         };
         let table = dns::Table::default();
-        let task = dns::serve(net.subnet.gateway(), table.clone(), upstream)
+        let task = dns::serve(net.subnet, table.clone(), upstream)
             .await
             .map_err(|e| {
                 Error::Network(NetworkError::Dns {
@@ -425,21 +444,27 @@ impl Runtime {
         Ok(())
     }
 
-    /// Destroys every node of the network, then its firewall rules and bridge.
+    /// Destroys every node of the network, then its bridge and firewall rules. Refused while a
+    /// node is being created on it.
     pub async fn destroy_network(&self, name: &str) -> Result<(), Error> {
-        let net = self
-            .lock()
-            .networks
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::UnknownNetwork(name.into()))?;
-        let hostnames: Vec<String> = self
-            .lock()
-            .nodes
-            .keys()
-            .filter(|(n, _)| n == name)
-            .map(|(_, h)| h.clone())
-            .collect();
+        let (net, hostnames) = {
+            let mut inner = self.lock();
+            let net = inner
+                .networks
+                .get(name)
+                .cloned()
+                .ok_or_else(|| Error::UnknownNetwork(name.into()))?;
+            let nodes: Vec<&NodeRecord> =
+                inner.nodes.values().filter(|n| n.network == name).collect();
+            if inner.closing_networks.contains(name)
+                || nodes.iter().any(|n| n.status == NodeStatus::Creating)
+            {
+                return Err(Error::NetworkBusy(name.into()));
+            }
+            let hostnames: Vec<String> = nodes.iter().map(|n| n.hostname.clone()).collect();
+            inner.closing_networks.insert(name.into());
+            (net, hostnames)
+        };
         let results =
             futures_util::future::join_all(hostnames.iter().map(|h| self.destroy_node(name, h)))
                 .await;
@@ -448,9 +473,13 @@ impl Runtime {
             .filter_map(|r| r.err())
             .map(|e| e.to_string())
             .collect();
-        failures.extend(self.unbuild_network(&net).await);
         if failures.is_empty() {
-            self.lock().networks.remove(name);
+            failures.extend(self.unbuild_network(&net).await);
+        }
+        let mut inner = self.lock();
+        inner.closing_networks.remove(name);
+        if failures.is_empty() {
+            inner.networks.remove(name);
             Ok(())
         } else {
             Err(Error::Teardown(failures))
@@ -536,6 +565,9 @@ impl Runtime {
             .get(&spec.network)
             .cloned()
             .ok_or_else(|| Error::UnknownNetwork(spec.network.clone()))?;
+        if inner.closing_networks.contains(&net.name) {
+            return Err(Error::NetworkBusy(net.name.clone()));
+        }
         let siblings: Vec<&NodeRecord> = inner
             .nodes
             .values()
@@ -627,6 +659,28 @@ impl Runtime {
             }
         }
         Err(Error::UidPoolExhausted(self.cfg.uid_pool_ranges))
+    }
+
+    /// Releases uid range locks of this state directory whose node has no record (a crash
+    /// between claiming the range and saving the record).
+    fn sweep_uid_locks(&self) {
+        let ours = format!("{} {} ", self.cfg.prefix, self.cfg.state_dir.display());
+        let Ok(entries) = std::fs::read_dir(&self.cfg.uid_lock_dir) else {
+            return;
+        };
+        let inner = self.lock();
+        for e in entries.flatten() {
+            let Ok(owner) = std::fs::read_to_string(e.path()) else {
+                continue;
+            };
+            let Some(dir) = owner.strip_prefix(&ours) else {
+                continue;
+            };
+            let known = inner.nodes.values().any(|n| n.dir_name() == dir.trim());
+            if !known {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 
     fn release_uid_range(&self, rec: &NodeRecord) {
@@ -803,23 +857,43 @@ impl Runtime {
         };
         let _ = state::save(&self.node_dir(&rec).record(), &rec);
         let res = self.teardown(&rec).await;
-        self.lock().nodes.remove(&key);
+        {
+            let mut inner = self.lock();
+            if res.is_ok() || !self.node_dir(&rec).record().exists() {
+                inner.nodes.remove(&key);
+            } else if let Some(r) = inner.nodes.get_mut(&key) {
+                // Its processes could not all be removed: keep the record (and the uid range)
+                // so that another destroy, or the next start, tries again.
+                r.status = NodeStatus::Failed;
+                let _ = state::save(&self.node_dir(r).record(), r);
+            }
+        }
         self.refresh_hosts(network);
         res
     }
 
     /// Removes every trace of a node; each step tolerates what is already gone. Reports every
-    /// step that failed.
+    /// step that failed. While any of the node's processes may still live, its directory,
+    /// record and uid range stay, so that a later attempt can finish the job and no new node
+    /// gets the same host uids.
     async fn teardown(&self, rec: &NodeRecord) -> Result<(), Error> {
         let mut failures = Vec::new();
-        if let (Some(pid), Some(t)) = (rec.init_pid, rec.init_start_time) {
+        if let Some(pid) = rec.init_pid {
             // Killing PID 1 of the node ends every process of its pid namespace, and with the
             // last of them the mount and network namespaces (and the veth's node end).
-            if state::is_same_process(pid, t) {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-            if !wait_gone(pid, t, Duration::from_secs(10)).await {
-                failures.push(format!("node init {pid} did not exit"));
+            match rec.init_start_time {
+                Some(t) => {
+                    if state::is_same_process(pid, t) {
+                        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    }
+                    if !wait_gone(pid, t, Duration::from_secs(10)).await {
+                        failures.push(format!("node init {pid} did not exit"));
+                    }
+                }
+                // It had exited before its start time was read: reap it if it is ours.
+                None => {
+                    let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+                }
             }
         }
         if let Err(e) = link::delete_link(&rec.veth).await {
@@ -830,6 +904,9 @@ impl Runtime {
             Ok(Ok(())) => {}
             Ok(Err(e)) => failures.push(e.to_string()),
             Err(e) => failures.push(format!("remove cgroups: {e}")),
+        }
+        if !failures.is_empty() {
+            return Err(Error::Teardown(failures));
         }
         if let Err(e) = self.node_dir(rec).remove().await {
             failures.push(e.to_string());
@@ -939,7 +1016,8 @@ impl Runtime {
     ) -> Result<tokio::process::Command, Error> {
         let (exe, args) = self.exec_args(network, hostname, argv, opts)?;
         let mut cmd = tokio::process::Command::new(exe);
-        cmd.args(args).kill_on_drop(true);
+        // Its own process group: a signal to the node's process group never reaches ours.
+        cmd.args(args).kill_on_drop(true).process_group(0);
         Ok(cmd)
     }
 
@@ -974,6 +1052,7 @@ impl Runtime {
 
     /// Rewrites `/etc/hosts` of every node of the network, and its DNS table.
     fn refresh_hosts(&self, network: &str) {
+        let _serial = self.hosts_lock.lock().unwrap_or_else(|p| p.into_inner());
         let content = self.hosts_of(network);
         {
             let inner = self.lock();

@@ -28,6 +28,17 @@ pub enum NodeStatus {
     Destroying,
 }
 
+impl std::fmt::Display for NodeStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NodeStatus::Creating => "being created",
+            NodeStatus::Running => "running",
+            NodeStatus::Failed => "failed",
+            NodeStatus::Destroying => "being destroyed",
+        })
+    }
+}
+
 impl NodeStatus {
     pub fn can_exec(self) -> bool {
         self == NodeStatus::Running

@@ -99,8 +99,10 @@ pub fn move_mount_to(tree: &OwnedFd, target: &Path) -> Result<(), Errno> {
 }
 
 /// Capabilities a rootful node never gets: loading modules, setting the clock, reading the
-/// kernel log, raw I/O, rebooting, MAC policy and audit configuration.
+/// kernel log, raw I/O, rebooting, MAC policy and audit configuration, and opening files by
+/// handle (which reaches any file of a host filesystem the node has a mount of).
 const ROOTFUL_DROPPED_CAPS: &[libc::c_int] = &[
+    2,  // CAP_DAC_READ_SEARCH
     16, // CAP_SYS_MODULE
     25, // CAP_SYS_TIME
     34, // CAP_SYSLOG
@@ -179,11 +181,17 @@ pub fn fork_userns_holder(ready: &OwnedFd, go: &OwnedFd) -> Result<nix::unistd::
 /// Makes `fd` appear as descriptor `target` in the program `cmd` will run (cleared of
 /// close-on-exec), without leaking it to other children spawned concurrently.
 pub fn pass_fd(cmd: &mut tokio::process::Command, fd: RawFd, target: RawFd) {
-    // SAFETY: the closure runs between fork and exec and only calls dup2, which is
-    // async-signal-safe; dup2 clears FD_CLOEXEC on the new descriptor.
+    // SAFETY: the closure runs between fork and exec and only calls dup2 and fcntl, which are
+    // async-signal-safe. dup2 clears FD_CLOEXEC on the new descriptor; when the descriptor is
+    // already `target`, dup2 does nothing and the flag is cleared with fcntl.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(fd, target) < 0 {
+            let rc = if fd == target {
+                libc::fcntl(fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, target)
+            };
+            if rc < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -228,4 +236,19 @@ pub fn recv_with_fd(sock: RawFd, buf: &mut [u8]) -> Result<(usize, Option<OwnedF
         }
     }
     Ok((msg.bytes, fd))
+}
+
+/// Restores the default disposition of SIGPIPE, which the Rust runtime sets to "ignore" at
+/// start and `execve` keeps: without this, every program a node runs would get EPIPE instead
+/// of dying quietly (`yes | head -1` would print "Broken pipe"). Call in a forked child right
+/// before `execve`.
+pub fn reset_sigpipe() {
+    // SAFETY: SIG_DFL installs no handler code, so no function of ours can run in signal
+    // context; the call only changes this process's disposition table.
+    let _ = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    };
 }

@@ -37,7 +37,7 @@ pub(crate) fn run(rt: &RuntimeArgs) -> ExitCode {
             "isolation: this host supports {}",
             match mode {
                 sandbox::Isolation::Userns => "userns (the default)",
-                sandbox::Isolation::Rootful => "only rootful: start with --isolation rootful",
+                sandbox::Isolation::Rootful => "only rootful: start with --isolation rootful, for trusted users only (node root can reach the host)",
             }
         ),
         None => {

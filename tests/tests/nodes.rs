@@ -1,7 +1,7 @@
 //! A node's engine works: `docker info`, `docker run` of a locally imported image, `docker
 //! build`, `--privileged`, and a published port reachable by the node's hostname.
 
-use sandpit_tests::{TestRuntime, IMPORT_BUSYBOX};
+use sandpit_tests::{stderr, stdout, TestRuntime, IMPORT_BUSYBOX};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_runs_and_builds_containers() {
@@ -92,6 +92,16 @@ async fn image_and_layout_promises_hold() {
         "setpriv --reuid=65534 --regid=65534 --clear-groups ping -c1 -W2 node1 >/dev/null",
     )
     .await;
+    // Programs get the default SIGPIPE: a closed pipe ends them quietly (141), it does not
+    // make them print "Broken pipe", in the node and in its containers.
+    let pipe = t
+        .sh(
+            n,
+            "bash -c 'yes | head -1 >/dev/null; echo ${PIPESTATUS[0]}'",
+        )
+        .await;
+    assert_eq!(stdout(&pipe).trim(), "141", "{}", stderr(&pipe));
+    assert!(!stderr(&pipe).contains("Broken pipe"), "{}", stderr(&pipe));
     let policy = t.ok(n, "/usr/sbin/policy-rc.d; echo $?").await;
     assert_eq!(
         policy.trim(),
@@ -100,6 +110,15 @@ async fn image_and_layout_promises_hold() {
     );
 
     t.ok(n, IMPORT_BUSYBOX).await;
+    let in_container = t
+        .sh(n, "docker run --rm busybox:local sh -c 'yes | head -1'")
+        .await;
+    assert!(in_container.status.success(), "{}", stderr(&in_container));
+    assert!(
+        !stderr(&in_container).contains("Broken pipe"),
+        "{}",
+        stderr(&in_container)
+    );
     let id = t
         .ok(n, "docker run -d busybox:local sleep 300")
         .await

@@ -124,20 +124,31 @@ fn answer(query: &[u8], table: &HashMap<String, Ipv4Addr>, egress: bool) -> Repl
     }
 }
 
-/// Serves DNS on `gateway:53` until the task is aborted.
+/// Queries relayed upstream at once; more are dropped (the resolver retries).
+const MAX_RELAYS: usize = 64;
+
+/// Serves DNS on the gateway of `subnet`, to peers in `subnet`, until the task is aborted.
 pub(crate) async fn serve(
-    gateway: Ipv4Addr,
+    subnet: super::Subnet,
     table: Table,
     upstream: Vec<Ipv4Addr>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let sock = Arc::new(UdpSocket::bind(SocketAddrV4::new(gateway, 53)).await?);
+    let sock = Arc::new(UdpSocket::bind(SocketAddrV4::new(subnet.gateway(), 53)).await?);
     let egress = !upstream.is_empty();
+    let relays = Arc::new(tokio::sync::Semaphore::new(MAX_RELAYS));
     Ok(tokio::spawn(async move {
         let mut buf = vec![0u8; 1500];
         loop {
             let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
                 continue;
             };
+            let from_session = match peer {
+                SocketAddr::V4(p) => subnet.contains(*p.ip()),
+                SocketAddr::V6(_) => false,
+            };
+            if !from_session {
+                continue;
+            }
             let query = buf[..n].to_vec();
             let reply = {
                 let t = table.read().unwrap_or_else(|p| p.into_inner());
@@ -148,7 +159,13 @@ pub(crate) async fn serve(
                     let _ = sock.send_to(&r, peer).await;
                 }
                 Reply::Relay => {
-                    tokio::spawn(relay(sock.clone(), query, peer, upstream.clone()));
+                    if let Ok(permit) = relays.clone().try_acquire_owned() {
+                        let (sock, upstream) = (sock.clone(), upstream.clone());
+                        tokio::spawn(async move {
+                            relay(sock, query, peer, upstream).await;
+                            drop(permit);
+                        });
+                    }
                 }
                 Reply::Ignore => {}
             }

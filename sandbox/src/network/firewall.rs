@@ -9,8 +9,9 @@
 //! from each other. Each network gets its own chains, named by [`chain_name`]:
 //!
 //! - `F` (filter, jumped to from `FORWARD` for `-i BR` and `-o BR`): accept traffic within the
-//!   bridge; with egress, accept traffic out of it (but never into another bridge of this
-//!   prefix) and replies back in; drop the rest. No other session, no outside.
+//!   bridge; with egress, accept traffic out through the host's uplink (the interface of its
+//!   default route: never into another bridge or local network) and replies back in; drop
+//!   the rest. No other session, no outside.
 //! - `I` (filter, jumped to from `INPUT` for `-i BR`): replies to connections the host opened
 //!   (the port proxy), the session's DNS server (UDP 53, see `dns.rs`), the allowed host ports
 //!   (the registry mirror); every other TCP or UDP attempt is rejected so that it fails fast,
@@ -44,6 +45,8 @@ pub struct FirewallSpec {
     pub host_ports: Vec<u16>,
     /// Let nodes reach beyond the host (masqueraded). Off in every test.
     pub egress: bool,
+    /// The interface egress leaves through (the host's default route); unused without egress.
+    pub uplink: String,
 }
 
 /// Serialises read-modify-write cycles of this process on the rule set.
@@ -134,15 +137,23 @@ fn render_install(spec: &FirewallSpec, existing: &Existing) -> String {
     let f = &c.forward;
     out += &format!("-A {f} -i {br} -o {br} -j ACCEPT\n");
     if spec.egress {
-        // `{prefix}b+` rather than `BR`: a packet to another session's bridge must not be
-        // accepted here before that bridge's own chain drops it.
-        out += &format!("-A {f} -i {br} ! -o {}b+ -j ACCEPT\n", spec.prefix);
-        out += &format!("-A {f} -o {br} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n");
+        // Only through the uplink: a packet to another bridge (another session, another
+        // instance, docker0) must not be accepted here before that bridge's own chain sees it.
+        let up = &spec.uplink;
+        out += &format!("-A {f} -i {br} -o {up} -j ACCEPT\n");
+        out += &format!(
+            "-A {f} -i {up} -o {br} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
+        );
     }
     out += &format!("-A {f} -j DROP\n");
     let i = &c.input;
     out += &format!("-A {i} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n");
-    out += &format!("-A {i} -p udp --dport 53 -j ACCEPT\n");
+    // DNS to this session's server only: not to other host addresses (another session's
+    // gateway, a resolver the host runs for itself).
+    out += &format!(
+        "-A {i} -d {}/32 -p udp --dport 53 -j ACCEPT\n",
+        spec.subnet.gateway()
+    );
     for port in &spec.host_ports {
         out += &format!("-A {i} -p tcp --dport {port} -j ACCEPT\n");
     }
@@ -166,7 +177,7 @@ fn render_install(spec: &FirewallSpec, existing: &Existing) -> String {
         }
         if spec.egress {
             let net = spec.subnet;
-            out += &format!("-A {n} -s {net} ! -o {br} -j MASQUERADE\n");
+            out += &format!("-A {n} -s {net} -o {} -j MASQUERADE\n", spec.uplink);
             out += &format!("-I POSTROUTING 1 -s {net} -j {n}\n");
         } else {
             // Egress was on in an earlier install and is off now.
@@ -220,6 +231,12 @@ async fn restore(input: &str) -> Result<(), String> {
 /// Installs the chains and jumps of `spec`; running it again replaces them. If it fails, what
 /// it made is removed again. With egress on it also turns on `net.ipv4.ip_forward`.
 pub async fn install(spec: &FirewallSpec) -> Result<(), NetworkError> {
+    if spec.egress && spec.uplink.is_empty() {
+        return Err(NetworkError::InstallFirewall {
+            bridge: spec.bridge.clone(),
+            cause: "egress needs a default route on the host, and there is none".into(),
+        });
+    }
     let _lock = RULES_LOCK.lock().await;
     let existing = Existing::scan(&save().await?, &Chains::of(spec));
     if let Err(cause) = restore(&render_install(spec, &existing)).await {
@@ -330,6 +347,7 @@ mod tests {
             subnet: Subnet::new(Ipv4Addr::new(10, 251, 26, 0), 24),
             host_ports: vec![5000, 8443],
             egress,
+            uplink: "eth0".into(),
         }
     }
 
@@ -340,7 +358,7 @@ mod tests {
 -A NTST-1A-F -i ntstb1a -o ntstb1a -j ACCEPT
 -A NTST-1A-F -j DROP
 -A NTST-1A-I -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
--A NTST-1A-I -p udp --dport 53 -j ACCEPT
+-A NTST-1A-I -d 10.251.26.1/32 -p udp --dport 53 -j ACCEPT
 -A NTST-1A-I -p tcp --dport 5000 -j ACCEPT
 -A NTST-1A-I -p tcp --dport 8443 -j ACCEPT
 -A NTST-1A-I -p tcp -j REJECT --reject-with tcp-reset
@@ -370,11 +388,11 @@ COMMIT
 :NTST-1A-F - [0:0]
 :NTST-1A-I - [0:0]
 -A NTST-1A-F -i ntstb1a -o ntstb1a -j ACCEPT
--A NTST-1A-F -i ntstb1a ! -o ntstb+ -j ACCEPT
--A NTST-1A-F -o ntstb1a -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A NTST-1A-F -i ntstb1a -o eth0 -j ACCEPT
+-A NTST-1A-F -i eth0 -o ntstb1a -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 -A NTST-1A-F -j DROP
 -A NTST-1A-I -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
--A NTST-1A-I -p udp --dport 53 -j ACCEPT
+-A NTST-1A-I -d 10.251.26.1/32 -p udp --dport 53 -j ACCEPT
 -A NTST-1A-I -p tcp --dport 5000 -j ACCEPT
 -A NTST-1A-I -p tcp --dport 8443 -j ACCEPT
 -A NTST-1A-I -p tcp -j REJECT --reject-with tcp-reset
@@ -386,7 +404,7 @@ COMMIT
 COMMIT
 *nat
 :NTST-1A-N - [0:0]
--A NTST-1A-N -s 10.251.26.0/24 ! -o ntstb1a -j MASQUERADE
+-A NTST-1A-N -s 10.251.26.0/24 -o eth0 -j MASQUERADE
 -I POSTROUTING 1 -s 10.251.26.0/24 -j NTST-1A-N
 COMMIT
 "
@@ -435,7 +453,7 @@ COMMIT
 :NTST-1A-N - [0:0]
 -A POSTROUTING -s 10.251.26.0/24 -j NTST-1A-N
 -A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE
--A NTST-1A-N -s 10.251.26.0/24 ! -o ntstb1a -j MASQUERADE
+-A NTST-1A-N -s 10.251.26.0/24 -o eth0 -j MASQUERADE
 COMMIT
 *mangle
 :NTST-1A-F - [0:0]
@@ -504,7 +522,7 @@ COMMIT
             "*nat\n\
              :NTST-1A-N - [0:0]\n\
              -D POSTROUTING -s 10.251.26.0/24 -j NTST-1A-N\n\
-             -A NTST-1A-N -s 10.251.26.0/24 ! -o ntstb1a -j MASQUERADE\n\
+             -A NTST-1A-N -s 10.251.26.0/24 -o eth0 -j MASQUERADE\n\
              -I POSTROUTING 1 -s 10.251.26.0/24 -j NTST-1A-N\n\
              COMMIT\n"
         ));

@@ -237,6 +237,7 @@ mod tests {
                 subnet: Subnet::new(GATEWAY, 24),
                 host_ports: vec![ALLOWED_PORT],
                 egress: false,
+                uplink: String::new(),
             }
         }
 

@@ -218,6 +218,15 @@ pub fn render_resolv_conf(gateway: Ipv4Addr) -> String {
     format!("nameserver {gateway}\noptions timeout:1 attempts:2\n")
 }
 
+/// The interface of the host's IPv4 default route (from `/proc/net/route`), if any: where
+/// egress traffic leaves.
+pub fn default_route_interface(proc_net_route: &str) -> Option<String> {
+    proc_net_route.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(1) == Some(&"00000000") && f.get(7) == Some(&"00000000")).then(|| f[0].to_string())
+    })
+}
+
 /// The IPv4 nameservers of a host `resolv.conf` that a node could use. Loopback ones
 /// (systemd-resolved's 127.0.0.53, a local dnsmasq) and 0.0.0.0 mean "this host", which a node
 /// cannot reach; IPv6 ones are skipped because nodes get no IPv6 route.
@@ -333,6 +342,15 @@ mod tests {
             render_resolv_conf(gw),
             "nameserver 10.201.3.1\noptions timeout:1 attempts:2\n"
         );
+    }
+
+    #[test]
+    fn default_route_interface_is_found() {
+        let table = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n\
+                     br0\t0000C90A\t00000000\t0001\t0\t0\t0\t00FFFFFF\n\
+                     eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\n";
+        assert_eq!(default_route_interface(table).as_deref(), Some("eth0"));
+        assert_eq!(default_route_interface("Iface\n"), None);
     }
 
     #[test]

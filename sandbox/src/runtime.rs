@@ -1092,6 +1092,22 @@ impl Runtime {
                 .into_iter()
                 .map(|m| format!("mount {m}")),
         );
+        // Loop devices whose backing file is one of our disk images (autoclear frees them on
+        // unmount; a leaked mount namespace or a lazy unmount would keep them).
+        if let Ok(blocks) = std::fs::read_dir("/sys/block") {
+            for b in blocks.flatten() {
+                let backing = b.path().join("loop/backing_file");
+                if let Ok(file) = std::fs::read_to_string(&backing) {
+                    if Path::new(file.trim()).starts_with(&cfg.state_dir) {
+                        out.push(format!(
+                            "loop device {} ({})",
+                            b.file_name().to_string_lossy(),
+                            file.trim()
+                        ));
+                    }
+                }
+            }
+        }
         if let Ok(links) = std::fs::read_dir("/sys/class/net") {
             for l in links.flatten() {
                 let name = l.file_name().to_string_lossy().into_owned();

@@ -193,13 +193,23 @@ impl NodeDir {
     }
 
     /// Writes a file that is bind-mounted into the node, in place: a bind mount pins the inode,
-    /// so replacing the file by rename would not be seen inside.
+    /// so replacing the file by rename would not be seen inside. The new content is written
+    /// over the old and the file cut to its length afterwards, so a reader never sees it empty.
     pub fn write_in_place(
         path: &Path,
         content: &str,
         owner: (u32, u32),
     ) -> Result<(), RootfsError> {
-        std::fs::write(path, content).map_err(io("write", path))?;
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io("open", path))?;
+        f.write_all(content.as_bytes()).map_err(io("write", path))?;
+        f.set_len(content.len() as u64)
+            .map_err(io("truncate", path))?;
         chown(path, Some(owner.0), Some(owner.1)).map_err(io("chown", path))
     }
 

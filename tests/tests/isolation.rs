@@ -493,3 +493,36 @@ async fn sessions_are_apart_and_host_ports_are_opt_in() {
     }
     t.finish().await;
 }
+
+/// The CPU quota holds: two busy loops for 2 s in a node limited to a quarter of a core get
+/// about half a CPU-second, not the 2-4 s they would take unlimited on this machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_quota_holds() {
+    let t = TestRuntime::with(|c| c.limits.cpus = 0.25).await;
+    let nodes = t.session("cpu", 1).await;
+    let n = &nodes[0];
+    let before = t
+        .rt()
+        .stats(&n.network, &n.hostname)
+        .unwrap()
+        .cgroup
+        .cpu_usage_ns;
+    t.ok(
+        n,
+        "timeout 2 sh -c 'while :; do :; done' & timeout 2 sh -c 'while :; do :; done'; wait; true",
+    )
+    .await;
+    let after = t
+        .rt()
+        .stats(&n.network, &n.hostname)
+        .unwrap()
+        .cgroup
+        .cpu_usage_ns;
+    let used = (after - before) as f64 / 1e9;
+    assert!(used > 0.1, "the loops ran: {used:.2} CPU-s");
+    assert!(
+        used < 0.9,
+        "0.25 cores for 2 s allow about 0.5 CPU-s, the node used {used:.2}"
+    );
+    t.finish().await;
+}

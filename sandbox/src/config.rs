@@ -111,7 +111,8 @@ pub struct RuntimeConfig {
     pub limits: NodeLimits,
     /// Give nodes a default route and NAT to the outside. Off by default and in every test.
     pub egress: bool,
-    /// TCP ports on the bridge address that nodes may connect to (the registry mirror).
+    /// TCP ports that nodes may connect to on their gateway (the bridge address) and on no
+    /// other host address (the registry mirror).
     pub host_ports_for_nodes: Vec<u16>,
     /// `registry-mirrors` and `insecure-registries` entries for every node's dockerd.
     pub registry_mirror: Option<String>,

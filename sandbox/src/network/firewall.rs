@@ -14,8 +14,8 @@
 //!   the rest. No other session, no outside.
 //! - `I` (filter, jumped to from `INPUT` for `-i BR`): replies to connections the host opened
 //!   (the port proxy), the session's DNS server (UDP 53, see `dns.rs`), the allowed host ports
-//!   (the registry mirror); every other TCP or UDP attempt is rejected so that it fails fast,
-//!   anything else is dropped.
+//!   (the registry mirror), both on the gateway address only; every other TCP or UDP attempt
+//!   is rejected so that it fails fast, anything else is dropped.
 //! - `N` (nat, from `POSTROUTING`, egress only): masquerade the subnet when it leaves the host.
 //!
 //! Jumps are inserted at position 1 so that they come before a host's DROP rules and DOCKER
@@ -155,7 +155,10 @@ fn render_install(spec: &FirewallSpec, existing: &Existing) -> String {
         spec.subnet.gateway()
     );
     for port in &spec.host_ports {
-        out += &format!("-A {i} -p tcp --dport {port} -j ACCEPT\n");
+        out += &format!(
+            "-A {i} -d {}/32 -p tcp --dport {port} -j ACCEPT\n",
+            spec.subnet.gateway()
+        );
     }
     out += &format!("-A {i} -p tcp -j REJECT --reject-with tcp-reset\n");
     out += &format!("-A {i} -p udp -j REJECT --reject-with icmp-port-unreachable\n");
@@ -359,8 +362,8 @@ mod tests {
 -A NTST-1A-F -j DROP
 -A NTST-1A-I -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 -A NTST-1A-I -d 10.251.26.1/32 -p udp --dport 53 -j ACCEPT
--A NTST-1A-I -p tcp --dport 5000 -j ACCEPT
--A NTST-1A-I -p tcp --dport 8443 -j ACCEPT
+-A NTST-1A-I -d 10.251.26.1/32 -p tcp --dport 5000 -j ACCEPT
+-A NTST-1A-I -d 10.251.26.1/32 -p tcp --dport 8443 -j ACCEPT
 -A NTST-1A-I -p tcp -j REJECT --reject-with tcp-reset
 -A NTST-1A-I -p udp -j REJECT --reject-with icmp-port-unreachable
 -A NTST-1A-I -j DROP
@@ -393,8 +396,8 @@ COMMIT
 -A NTST-1A-F -j DROP
 -A NTST-1A-I -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 -A NTST-1A-I -d 10.251.26.1/32 -p udp --dport 53 -j ACCEPT
--A NTST-1A-I -p tcp --dport 5000 -j ACCEPT
--A NTST-1A-I -p tcp --dport 8443 -j ACCEPT
+-A NTST-1A-I -d 10.251.26.1/32 -p tcp --dport 5000 -j ACCEPT
+-A NTST-1A-I -d 10.251.26.1/32 -p tcp --dport 8443 -j ACCEPT
 -A NTST-1A-I -p tcp -j REJECT --reject-with tcp-reset
 -A NTST-1A-I -p udp -j REJECT --reject-with icmp-port-unreachable
 -A NTST-1A-I -j DROP

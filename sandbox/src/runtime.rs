@@ -300,10 +300,7 @@ impl Runtime {
             }
         }
         for rec in found {
-            let alive = matches!(
-                (rec.status, rec.init_pid, rec.init_start_time),
-                (NodeStatus::Running, Some(pid), Some(t)) if state::is_same_process(pid, t)
-            );
+            let alive = rec.status == NodeStatus::Running && rec.init_alive();
             if alive && self.cfg.orphans == OrphanPolicy::Adopt {
                 tracing::info!(network = %rec.network, node = %rec.hostname, "adopted running node");
                 self.lock()
@@ -961,7 +958,7 @@ impl Runtime {
                 network: network.into(),
                 hostname: hostname.into(),
             })?;
-        let alive = matches!((rec.init_pid, rec.init_start_time), (Some(p), Some(t)) if state::is_same_process(p, t));
+        let alive = rec.init_alive();
         if !rec.status.can_exec() || !alive {
             let status = if alive {
                 rec.status
@@ -1039,41 +1036,35 @@ impl Runtime {
         })
     }
 
+    /// `/etc/hosts` of a network's nodes: every node but those being destroyed.
     fn hosts_of(&self, network: &str) -> String {
-        let inner = self.lock();
-        let entries: Vec<(String, Ipv4Addr)> = inner
-            .nodes
-            .values()
-            .filter(|n| n.network == network && n.status != NodeStatus::Destroying)
-            .map(|n| (n.hostname.clone(), n.ip))
-            .collect();
-        network::render_hosts(&entries)
+        network::render_hosts(&host_entries(&self.lock(), network, |s| {
+            s != NodeStatus::Destroying
+        }))
     }
 
-    /// Rewrites `/etc/hosts` of every node of the network, and its DNS table.
+    /// Rewrites `/etc/hosts` of every running node of the network, and its DNS table (running
+    /// nodes only: their names answer once they do).
     fn refresh_hosts(&self, network: &str) {
         let _serial = self.hosts_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let content = self.hosts_of(network);
-        {
+        let (content, running) = {
             let inner = self.lock();
+            let content = network::render_hosts(&host_entries(&inner, network, |s| {
+                s != NodeStatus::Destroying
+            }));
             if let Some((table, _)) = inner.dns.get(network) {
-                let names = inner
-                    .nodes
-                    .values()
-                    .filter(|n| n.network == network && n.status == NodeStatus::Running)
-                    .map(|n| (n.hostname.clone(), n.ip))
-                    .collect();
-                *table.write().unwrap_or_else(|p| p.into_inner()) = names;
+                let names = host_entries(&inner, network, |s| s == NodeStatus::Running);
+                *table.write().unwrap_or_else(|p| p.into_inner()) = names.into_iter().collect();
             }
-        }
-        let nodes: Vec<NodeRecord> = self
-            .lock()
-            .nodes
-            .values()
-            .filter(|n| n.network == network && n.status == NodeStatus::Running)
-            .cloned()
-            .collect();
-        for n in nodes {
+            let running: Vec<NodeRecord> = inner
+                .nodes
+                .values()
+                .filter(|n| n.network == network && n.status == NodeStatus::Running)
+                .cloned()
+                .collect();
+            (content, running)
+        };
+        for n in running {
             let path = self.node_dir(&n).hosts();
             let owner = n.uid_base.map(|b| (b, b)).unwrap_or((0, 0));
             if let Err(e) = NodeDir::write_in_place(&path, &content, owner) {
@@ -1170,6 +1161,20 @@ impl Drop for Runtime {
             task.abort();
         }
     }
+}
+
+/// Names and addresses of a network's nodes whose status passes `keep`.
+fn host_entries(
+    inner: &Inner,
+    network: &str,
+    keep: impl Fn(NodeStatus) -> bool,
+) -> Vec<(String, Ipv4Addr)> {
+    inner
+        .nodes
+        .values()
+        .filter(|n| n.network == network && keep(n.status))
+        .map(|n| (n.hostname.clone(), n.ip))
+        .collect()
 }
 
 fn network_info(n: &NetworkRecord) -> NetworkInfo {

@@ -83,6 +83,11 @@ pub(crate) struct NodeRecord {
 }
 
 impl NodeRecord {
+    /// True if the node's PID 1 is the process recorded at its start.
+    pub fn init_alive(&self) -> bool {
+        matches!((self.init_pid, self.init_start_time), (Some(p), Some(t)) if is_same_process(p, t))
+    }
+
     /// Directory name of the node under `nodes/`.
     pub fn dir_name(&self) -> String {
         node_dir_name(&self.network, &self.hostname)

@@ -190,6 +190,30 @@ fn check_name(what: &'static str, name: &str) -> Result<(), Error> {
     }
 }
 
+/// Takes the one-owner lock of a state directory; it lives as long as the Runtime.
+///
+/// A previous owner that was just killed may still have a child between `fork` and `exec`
+/// holding a copy of the lock's descriptor (it closes on `exec`), so a held lock is retried
+/// for a moment before the directory is called busy.
+async fn lock_state_dir(
+    file: std::fs::File,
+    state_dir: &Path,
+) -> Result<nix::fcntl::Flock<std::fs::File>, Error> {
+    use nix::fcntl::{Flock, FlockArg};
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut file = file;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((f, nix::errno::Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                file = f;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(_) => return Err(Error::Busy(state_dir.to_owned())),
+        }
+    }
+}
+
 impl Runtime {
     /// Opens (or creates) the state directory, takes ownership of it, and reconciles what is on
     /// disk with what runs: live nodes are adopted (or destroyed, per `cfg.orphans`), dead or
@@ -211,9 +235,7 @@ impl Runtime {
             .mode(0o600)
             .open(&lock_path)
             .map_err(|e| StateError::new("open", &lock_path, e))?;
-        // One owner per state directory: the lock lives as long as the Runtime.
-        let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
-            .map_err(|_| Error::Busy(cfg.state_dir.clone()))?;
+        let lock = lock_state_dir(lock, &cfg.state_dir).await?;
         // Orphaned node inits become our children, so we can reap them.
         let _ = nix::sys::prctl::set_child_subreaper(true);
 

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::network::Subnet;
+use crate::registry::RegistryConfig;
 
 /// How a node is isolated from the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,8 +115,8 @@ pub struct RuntimeConfig {
     /// TCP ports that nodes may connect to on their gateway (the bridge address) and on no
     /// other host address (the registry mirror).
     pub host_ports_for_nodes: Vec<u16>,
-    /// `registry-mirrors` and `insecure-registries` entries for every node's dockerd.
-    pub registry_mirror: Option<String>,
+    /// The registries nodes pull from and push to (see `registry/`); None: nodes have none.
+    pub registry: Option<RegistryConfig>,
     pub orphans: OrphanPolicy,
     /// The `sandpit` binary, re-executed for the in-node init and for exec.
     pub helper_exe: PathBuf,
@@ -140,7 +141,7 @@ impl RuntimeConfig {
             limits: NodeLimits::default(),
             egress: false,
             host_ports_for_nodes: Vec::new(),
-            registry_mirror: None,
+            registry: None,
             orphans: OrphanPolicy::Adopt,
             helper_exe,
         }

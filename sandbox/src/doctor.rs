@@ -31,6 +31,7 @@ use serde::Serialize;
 
 use crate::cgroups::HIERARCHIES;
 use crate::config::{Isolation, NodeLimits};
+use crate::registry::{MirrorSource, RegistryConfig};
 
 /// Outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -87,6 +88,10 @@ pub struct Input {
     pub images_dir: PathBuf,
     pub default_image: String,
     pub cgroup_root: PathBuf,
+    /// The registries `sandpit serve` would run with this configuration.
+    pub registry: Option<RegistryConfig>,
+    /// Where a running owner's registries listen (`<runtime state>/registry`).
+    pub registry_dir: PathBuf,
 }
 
 // Check names, also what `supported_isolation` keys on.
@@ -105,6 +110,18 @@ const BRIDGE_NF: &str = "bridge-netfilter";
 const BASE_IMAGE: &str = "base-image";
 const DISK: &str = "disk-space";
 const MEMORY: &str = "memory";
+const MIRROR: &str = "registry-mirror";
+
+/// The seed images a learner's first commands expect (`ops/seed/build`).
+const SEED_IMAGES: &[&str] = &[
+    "hello-world",
+    "busybox",
+    "debian",
+    "nginx",
+    "redis",
+    "python",
+    "postgres",
+];
 
 const GIB: u64 = 1 << 30;
 const DISK_WARN_BYTES: u64 = 20 * GIB;
@@ -225,6 +242,20 @@ pub fn run(input: &Input) -> Vec<Check> {
 
     checks.push(check_memory(
         &fs::read_to_string("/proc/meminfo").unwrap_or_default(),
+    ));
+
+    let registry = input.registry.as_ref();
+    let seeded = registry.and_then(|r| match &r.mirror {
+        MirrorSource::Seeded(store) => Some(store),
+        MirrorSource::PullThrough { .. } => None,
+    });
+    checks.push(check_registry(
+        registry,
+        registry.is_some_and(|r| r.exe.is_file()),
+        seeded
+            .filter(|s| s.is_dir())
+            .map(|s| crate::registry::store_images(s)),
+        mirror_answers(&input.registry_dir.join("mirror.sock")),
     ));
     checks
 }
@@ -817,6 +848,101 @@ fn check_base_image(images_dir: &Path, name: &str) -> Check {
     }
 }
 
+// ---- registry mirror ----
+
+/// Whether a registry answers `GET /v2/` on `socket` (a running `sandpit serve`'s mirror).
+fn mirror_answers(socket: &Path) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(socket) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+    let mut head = [0u8; 12];
+    s.write_all(b"GET /v2/ HTTP/1.0\r\nHost: mirror\r\n\r\n")
+        .is_ok()
+        && s.read_exact(&mut head).is_ok()
+        && head.ends_with(b" 200")
+}
+
+fn check_registry(
+    cfg: Option<&RegistryConfig>,
+    exe_found: bool,
+    seed_images: Option<Vec<String>>,
+    running: bool,
+) -> Check {
+    let Some(cfg) = cfg else {
+        return Check::warn(
+            MIRROR,
+            "off (--no-registry): nodes can pull no images and have no session registry",
+            "start without --no-registry",
+        );
+    };
+    if !exe_found {
+        return Check::fail(
+            MIRROR,
+            format!("{} not found", cfg.exe.display()),
+            "apt-get install docker-registry (ops/setup does)",
+        );
+    }
+    let state = if running {
+        "running"
+    } else {
+        "not running (sandpit serve starts it)"
+    };
+    match &cfg.mirror {
+        MirrorSource::PullThrough {
+            upstream, username, ..
+        } => Check::ok(
+            MIRROR,
+            format!(
+                "{state}; a pull-through cache of {upstream} ({})",
+                if username.is_some() {
+                    "with credentials"
+                } else {
+                    "anonymous: Docker Hub allows about 10 pulls per hour per address"
+                }
+            ),
+        ),
+        MirrorSource::Seeded(store) => {
+            let fix = "ops/seed/build && ops/seed/publish (ops/setup does)";
+            let Some(images) = seed_images else {
+                return Check::fail(
+                    MIRROR,
+                    format!("no seed image store at {}", store.display()),
+                    fix,
+                );
+            };
+            let names: Vec<&str> = images
+                .iter()
+                .map(|i| i.strip_prefix("library/").unwrap_or(i))
+                .collect();
+            let missing: Vec<&str> = SEED_IMAGES
+                .iter()
+                .copied()
+                .filter(|want| !names.iter().any(|n| n.split(':').next() == Some(*want)))
+                .collect();
+            let detail = format!(
+                "{state}; seed images in {}: {}",
+                store.display(),
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(" ")
+                }
+            );
+            if missing.is_empty() {
+                Check::ok(MIRROR, detail)
+            } else {
+                Check::warn(
+                    MIRROR,
+                    format!("{detail}; missing: {}", missing.join(" ")),
+                    fix,
+                )
+            }
+        }
+    }
+}
+
 // ---- disk and memory ----
 
 /// `path` or its closest existing ancestor (the state dir may not exist before first use).
@@ -905,6 +1031,54 @@ mod tests {
             source: "test".into(),
             options: parse_kernel_config(text),
         }
+    }
+
+    #[test]
+    fn the_mirror_check_names_its_state_and_what_is_missing() {
+        let seeded = RegistryConfig {
+            exe: "/usr/bin/docker-registry".into(),
+            mirror: MirrorSource::Seeded("/i/registry".into()),
+        };
+        let all: Vec<String> = SEED_IMAGES
+            .iter()
+            .map(|n| format!("library/{n}:latest"))
+            .collect();
+        let c = check_registry(Some(&seeded), true, Some(all.clone()), true);
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        assert!(
+            c.detail.starts_with(
+                "running; seed images in /i/registry: hello-world:latest busybox:latest"
+            ),
+            "{}",
+            c.detail
+        );
+
+        let some = all[1..].to_vec();
+        let c = check_registry(Some(&seeded), true, Some(some), false);
+        assert_eq!(c.status, Status::Warn);
+        assert!(c.detail.contains("not running") && c.detail.ends_with("missing: hello-world"));
+
+        let c = check_registry(Some(&seeded), true, None, false);
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.fix.unwrap().contains("ops/seed/publish"));
+        let c = check_registry(Some(&seeded), false, Some(all), false);
+        assert_eq!(c.status, Status::Fail);
+        assert_eq!(
+            check_registry(None, false, None, false).status,
+            Status::Warn
+        );
+
+        let cache = RegistryConfig {
+            exe: "/usr/bin/docker-registry".into(),
+            mirror: MirrorSource::PullThrough {
+                upstream: "https://registry-1.docker.io".into(),
+                username: None,
+                password: None,
+            },
+        };
+        let c = check_registry(Some(&cache), true, None, false);
+        assert_eq!(c.status, Status::Ok);
+        assert!(c.detail.contains("anonymous"), "{}", c.detail);
     }
 
     #[test]
@@ -1267,6 +1441,11 @@ mod tests {
             images_dir: "/var/lib/sandpit/images".into(),
             default_image: "bookworm".into(),
             cgroup_root: "/sys/fs/cgroup".into(),
+            registry: Some(RegistryConfig {
+                exe: "/usr/bin/docker-registry".into(),
+                mirror: MirrorSource::Seeded("/var/lib/sandpit/images/registry".into()),
+            }),
+            registry_dir: "/var/lib/sandpit/runtime/registry".into(),
         };
         let checks = run(&input);
         for c in &checks {

@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::net::Ipv4Addr;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -21,6 +22,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+
+use crate::registry::{Registries, RegistryError, Relay, MIRROR_PORT, PUSH_PORT, REGISTRY_HOST};
 use serde::Serialize;
 use tracing::Instrument;
 
@@ -42,7 +45,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("invalid {what} {name:?}: use 1 to 63 characters a-z, 0-9 and '-', starting with a letter or digit")]
+    #[error("invalid {what} {name:?}: use 1 to 63 characters a-z, 0-9 and '-', starting and ending with a letter or digit")]
     InvalidName { what: &'static str, name: String },
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -77,6 +80,8 @@ pub enum Error {
         waited: Duration,
         log_tail: String,
     },
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
     #[error(transparent)]
     Image(#[from] ImageError),
     #[error(transparent)]
@@ -154,8 +159,22 @@ struct Inner {
     /// Networks being destroyed: no node may be added to them.
     closing_networks: BTreeSet<String>,
     nodes: BTreeMap<NodeKey, NodeRecord>,
-    /// The DNS server of each network: its name table and task.
-    dns: BTreeMap<String, (dns::Table, tokio::task::JoinHandle<()>)>,
+    /// The services of each network on its gateway.
+    services: BTreeMap<String, NetServices>,
+}
+
+/// What the runtime serves a network on its gateway while it owns it.
+struct NetServices {
+    dns_table: dns::Table,
+    dns: tokio::task::JoinHandle<()>,
+    /// Stops with the value.
+    _relay: Option<Relay>,
+}
+
+impl Drop for NetServices {
+    fn drop(&mut self) {
+        self.dns.abort();
+    }
 }
 
 /// The node runtime of one state directory.
@@ -164,6 +183,8 @@ pub struct Runtime {
     inner: Mutex<Inner>,
     /// Serialises rewrites of the nodes' /etc/hosts, so an older list never lands last.
     hosts_lock: Mutex<()>,
+    /// The registries behind the nodes' `docker pull` and `docker push`, when configured.
+    registries: Option<Registries>,
     _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
@@ -174,6 +195,7 @@ fn valid_name(name: &str) -> bool {
             .chars()
             .next()
             .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && !name.ends_with('-')
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
@@ -238,11 +260,17 @@ impl Runtime {
         let lock = lock_state_dir(lock, &cfg.state_dir).await?;
         // Orphaned node inits become our children, so we can reap them.
         let _ = nix::sys::prctl::set_child_subreaper(true);
+        // Before recovery: the adopted networks' relays need the registries' sockets.
+        let registries = match &cfg.registry {
+            Some(r) => Some(Registries::start(r, &cfg.state_dir.join("registry")).await?),
+            None => None,
+        };
 
         let rt = Runtime {
             cfg,
             inner: Mutex::new(Inner::default()),
             hosts_lock: Mutex::new(()),
+            registries,
             _lock: lock,
         };
         rt.recover().await?;
@@ -278,7 +306,18 @@ impl Runtime {
             net_index: net.index,
             bridge: net.bridge.clone(),
             subnet: net.subnet,
-            host_ports: net.host_ports.clone(),
+            host_ports: net
+                .host_ports
+                .iter()
+                .copied()
+                .chain(
+                    self.registries
+                        .as_ref()
+                        .map(|_| [PUSH_PORT, MIRROR_PORT])
+                        .into_iter()
+                        .flatten(),
+                )
+                .collect(),
             egress: net.egress,
             uplink: if net.egress {
                 let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
@@ -347,7 +386,7 @@ impl Runtime {
                 link::create_bridge(&net.bridge, net.subnet).await?;
             }
             firewall::install(&self.firewall_spec(&net)).await?;
-            self.start_dns(&net).await?;
+            self.start_services(&net).await?;
             self.refresh_hosts(&net.name);
         }
         Ok(())
@@ -394,7 +433,7 @@ impl Runtime {
         };
         let mut res = self.build_network(&net).await;
         if res.is_ok() {
-            if let Err(e) = self.start_dns(&net).await {
+            if let Err(e) = self.start_services(&net).await {
                 res = Err(with_cleanup(e, self.unbuild_network(&net).await));
             }
         }
@@ -424,8 +463,11 @@ impl Runtime {
     /// Removes a network's rules, bridge and record; returns what failed.
     async fn unbuild_network(&self, net: &NetworkRecord) -> Vec<String> {
         let mut failures = Vec::new();
-        if let Some((_, task)) = self.lock().dns.remove(&net.name) {
-            task.abort();
+        drop(self.lock().services.remove(&net.name));
+        if let Some(r) = &self.registries {
+            if let Err(e) = r.forget(&net.name) {
+                failures.push(e.to_string());
+            }
         }
         // The bridge first: rules without a bridge are harmless, a bridge without rules is not.
         if let Err(e) = link::delete_link(&net.bridge).await {
@@ -440,16 +482,17 @@ impl Runtime {
         failures
     }
 
-    /// Starts the network's DNS server on its gateway (see `network/dns.rs`).
-    async fn start_dns(&self, net: &NetworkRecord) -> Result<(), Error> {
+    /// Starts the network's DNS server (see `network/dns.rs`) and registry relay (see
+    /// `registry/relay.rs`) on its gateway.
+    async fn start_services(&self, net: &NetworkRecord) -> Result<(), Error> {
         let upstream = if net.egress {
             let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
             network::host_nameservers(&host)
         } else {
             Vec::new()
         };
-        let table = dns::Table::default();
-        let task = dns::serve(net.subnet, table.clone(), upstream)
+        let dns_table = dns::Table::default();
+        let dns = dns::serve(net.subnet, dns_table.clone(), upstream)
             .await
             .map_err(|e| {
                 Error::Network(NetworkError::Dns {
@@ -457,9 +500,23 @@ impl Runtime {
                     source: e,
                 })
             })?;
-        if let Some((_, old)) = self.lock().dns.insert(net.name.clone(), (table, task)) {
-            old.abort();
-        }
+        let relay = match &self.registries {
+            Some(r) => match r.relay(net.subnet, &net.name).await {
+                Ok(relay) => Some(relay),
+                Err(e) => {
+                    dns.abort();
+                    return Err(e.into());
+                }
+            },
+            None => None,
+        };
+        let services = NetServices {
+            dns_table,
+            dns,
+            _relay: relay,
+        };
+        // The old one (if any) stops when dropped.
+        drop(self.lock().services.insert(net.name.clone(), services));
         Ok(())
     }
 
@@ -527,6 +584,12 @@ impl Runtime {
         let image = image::find(&self.cfg.images_dir, &image_name)?;
         if let Some(h) = &spec.hostname {
             check_name("node name", h)?;
+            if h == REGISTRY_HOST {
+                return Err(Error::NameTaken {
+                    network: spec.network.clone(),
+                    hostname: h.clone(),
+                });
+            }
         }
         let rec = self.reserve_node(&spec, &image_name)?;
         let span = tracing::info_span!("node", network = %rec.network, node = %rec.hostname);
@@ -744,7 +807,7 @@ impl Runtime {
                 hostname: rec.hostname.clone(),
                 isolation: rec.isolation,
                 image_rootfs: image_rootfs.to_owned(),
-                dockerd_args: self.dockerd_args(),
+                dockerd_args: self.dockerd_args(net.subnet.gateway()),
             },
         )?;
 
@@ -844,11 +907,15 @@ impl Runtime {
         }
     }
 
-    fn dockerd_args(&self) -> Vec<String> {
+    /// How a node's dockerd starts: with the mirror on its gateway for Docker Hub images, and
+    /// plain HTTP to the mirror and the session registry (they are reachable only from the
+    /// session's own network).
+    fn dockerd_args(&self, gateway: Ipv4Addr) -> Vec<String> {
         let mut args = vec!["--storage-driver=overlay2".to_string()];
-        if let Some(m) = &self.cfg.registry_mirror {
-            args.push(format!("--registry-mirror=http://{m}"));
-            args.push(format!("--insecure-registry={m}"));
+        if self.registries.is_some() {
+            args.push(format!("--registry-mirror=http://{gateway}:{MIRROR_PORT}"));
+            args.push(format!("--insecure-registry={gateway}:{MIRROR_PORT}"));
+            args.push(format!("--insecure-registry={REGISTRY_HOST}:{PUSH_PORT}"));
         }
         args
     }
@@ -1058,11 +1125,33 @@ impl Runtime {
         })
     }
 
+    /// Names and addresses of a network's nodes whose status passes `keep`, and the session
+    /// registry's name when there is one.
+    fn host_entries(
+        &self,
+        inner: &Inner,
+        network: &str,
+        keep: impl Fn(NodeStatus) -> bool,
+    ) -> Vec<(String, Ipv4Addr)> {
+        let registry = inner
+            .networks
+            .get(network)
+            .filter(|_| self.registries.is_some())
+            .map(|net| (REGISTRY_HOST.to_string(), net.subnet.gateway()));
+        inner
+            .nodes
+            .values()
+            .filter(|n| n.network == network && keep(n.status))
+            .map(|n| (n.hostname.clone(), n.ip))
+            .chain(registry)
+            .collect()
+    }
+
     /// `/etc/hosts` of a network's nodes: every node but those being destroyed.
     fn hosts_of(&self, network: &str) -> String {
-        network::render_hosts(&host_entries(&self.lock(), network, |s| {
-            s != NodeStatus::Destroying
-        }))
+        network::render_hosts(
+            &self.host_entries(&self.lock(), network, |s| s != NodeStatus::Destroying),
+        )
     }
 
     /// Rewrites `/etc/hosts` of every running node of the network, and its DNS table (running
@@ -1071,12 +1160,15 @@ impl Runtime {
         let _serial = self.hosts_lock.lock().unwrap_or_else(|p| p.into_inner());
         let (content, running) = {
             let inner = self.lock();
-            let content = network::render_hosts(&host_entries(&inner, network, |s| {
-                s != NodeStatus::Destroying
-            }));
-            if let Some((table, _)) = inner.dns.get(network) {
-                let names = host_entries(&inner, network, |s| s == NodeStatus::Running);
-                *table.write().unwrap_or_else(|p| p.into_inner()) = names.into_iter().collect();
+            let content = network::render_hosts(
+                &self.host_entries(&inner, network, |s| s != NodeStatus::Destroying),
+            );
+            if let Some(services) = inner.services.get(network) {
+                let names = self.host_entries(&inner, network, |s| s == NodeStatus::Running);
+                *services
+                    .dns_table
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner()) = names.into_iter().collect();
             }
             let running: Vec<NodeRecord> = inner
                 .nodes
@@ -1155,19 +1247,23 @@ impl Runtime {
                 }
             }
         }
+        // Processes in our cgroups, and registries running with a configuration of ours.
         let marker = format!(":/{}/", cfg.cgroup_parent);
+        let registry_dir = cfg.state_dir.join("registry");
         if let Ok(procs) = std::fs::read_dir("/proc") {
             for p in procs.flatten() {
                 let name = p.file_name().to_string_lossy().into_owned();
                 if !name.chars().all(|c| c.is_ascii_digit()) {
                     continue;
                 }
-                if std::fs::read_to_string(p.path().join("cgroup"))
-                    .is_ok_and(|c| c.contains(&marker))
-                {
-                    let cmd = std::fs::read_to_string(p.path().join("cmdline"))
-                        .unwrap_or_default()
-                        .replace('\0', " ");
+                let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+                let in_cgroup = std::fs::read_to_string(p.path().join("cgroup"))
+                    .is_ok_and(|c| c.contains(&marker));
+                let registry = cmd.split(|b| *b == 0).any(|arg| {
+                    Path::new(std::ffi::OsStr::from_bytes(arg)).starts_with(&registry_dir)
+                });
+                if in_cgroup || registry {
+                    let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
                     out.push(format!("process {name} {}", cmd.trim()));
                 }
             }
@@ -1177,26 +1273,11 @@ impl Runtime {
 }
 
 impl Drop for Runtime {
-    /// DNS servers are tasks of this process; nodes and networks stay (a restart adopts them).
+    /// DNS servers and relays are tasks of this process, and the registries its children: they
+    /// stop with it. Nodes and networks stay (a restart adopts them).
     fn drop(&mut self) {
-        for (_, task) in self.lock().dns.values() {
-            task.abort();
-        }
+        self.lock().services.clear();
     }
-}
-
-/// Names and addresses of a network's nodes whose status passes `keep`.
-fn host_entries(
-    inner: &Inner,
-    network: &str,
-    keep: impl Fn(NodeStatus) -> bool,
-) -> Vec<(String, Ipv4Addr)> {
-    inner
-        .nodes
-        .values()
-        .filter(|n| n.network == network && keep(n.status))
-        .map(|n| (n.hostname.clone(), n.ip))
-        .collect()
 }
 
 fn network_info(n: &NetworkRecord) -> NetworkInfo {
@@ -1272,7 +1353,7 @@ async fn engine_ping(sock: &Path) -> bool {
         && (buf.starts_with(b"HTTP/1.0 200") || buf.starts_with(b"HTTP/1.1 200"))
 }
 
-fn tail(path: &Path, lines: usize) -> String {
+pub(crate) fn tail(path: &Path, lines: usize) -> String {
     let text =
         std::fs::read_to_string(path).unwrap_or_else(|e| format!("({}: {e})", path.display()));
     let all: Vec<&str> = text.lines().collect();

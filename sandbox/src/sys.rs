@@ -252,3 +252,18 @@ pub fn reset_sigpipe() {
         )
     };
 }
+
+/// Has the kernel send SIGTERM to the program `cmd` will run when the thread that spawned it
+/// ends, so a host service we start (the registry) does not outlive a killed owner.
+pub fn die_with_parent(cmd: &mut tokio::process::Command) {
+    // SAFETY: the closure runs between fork and exec and only calls prctl, which is
+    // async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

@@ -13,6 +13,8 @@ pub(crate) fn run(rt: &RuntimeArgs) -> ExitCode {
         images_dir: rt.images_dir.clone(),
         default_image: rt.default_image.clone(),
         cgroup_root: "/sys/fs/cgroup".into(),
+        registry: rt.registry_config(),
+        registry_dir: rt.runtime_state_dir().join("registry"),
     };
     let checks = doctor::run(&input);
     let mut failed = false;

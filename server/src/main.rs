@@ -12,7 +12,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use sandbox::{ExecOptions, Isolation, NodeLimits, NodeSpec, OrphanPolicy, Runtime, RuntimeConfig};
+use sandbox::{
+    ExecOptions, Isolation, MirrorSource, NodeLimits, NodeSpec, OrphanPolicy, RegistryConfig,
+    Runtime, RuntimeConfig,
+};
 
 mod doctor_cmd;
 mod serve;
@@ -149,6 +152,33 @@ struct RuntimeArgs {
     /// Give nodes a route to the outside (NAT). Off by default.
     #[arg(long, env = "SANDPIT_EGRESS")]
     egress: bool,
+    /// Run no registries: nodes get no mirror and no session registry.
+    #[arg(long, env = "SANDPIT_NO_REGISTRY")]
+    no_registry: bool,
+    /// The distribution registry binary (Debian's docker-registry package).
+    #[arg(
+        long,
+        env = "SANDPIT_REGISTRY_EXE",
+        default_value = "/usr/bin/docker-registry"
+    )]
+    registry_exe: PathBuf,
+    /// Make the mirror a pull-through cache of this registry (production: the host must reach
+    /// it; nodes still need no egress),
+    /// e.g. https://registry-1.docker.io. Without it the mirror serves the seed images in
+    /// <images-dir>/registry (ops/seed/publish).
+    #[arg(long, env = "SANDPIT_MIRROR_UPSTREAM")]
+    mirror_upstream: Option<String>,
+    /// User name for the upstream (lifts Docker Hub's anonymous pull limit).
+    #[arg(long, env = "SANDPIT_MIRROR_USERNAME", requires = "mirror_upstream")]
+    mirror_username: Option<String>,
+    /// Password or access token for the upstream; prefer the environment variable.
+    #[arg(
+        long,
+        env = "SANDPIT_MIRROR_PASSWORD",
+        hide_env_values = true,
+        requires = "mirror_username"
+    )]
+    mirror_password: Option<String>,
 }
 
 impl RuntimeArgs {
@@ -157,13 +187,14 @@ impl RuntimeArgs {
         let mut c = RuntimeConfig::new(exe);
         c.prefix = self.prefix.clone();
         c.cgroup_parent = self.prefix.clone();
-        c.state_dir = self.state_dir.join("runtime");
+        c.state_dir = self.runtime_state_dir();
         c.images_dir = self.images_dir.clone();
         c.default_image = self.default_image.clone();
         c.subnet_pool = self.subnet_pool;
         c.isolation = self.isolation;
         c.orphans = self.orphans;
         c.egress = self.egress;
+        c.registry = self.registry_config();
         c.limits = NodeLimits {
             memory_bytes: self.node_memory_mib << 20,
             pids: self.node_pids,
@@ -172,6 +203,24 @@ impl RuntimeArgs {
         };
         c.validate().map_err(anyhow::Error::msg)?;
         Ok(c)
+    }
+
+    fn runtime_state_dir(&self) -> PathBuf {
+        self.state_dir.join("runtime")
+    }
+
+    fn registry_config(&self) -> Option<RegistryConfig> {
+        (!self.no_registry).then(|| RegistryConfig {
+            exe: self.registry_exe.clone(),
+            mirror: match &self.mirror_upstream {
+                Some(upstream) => MirrorSource::PullThrough {
+                    upstream: upstream.clone(),
+                    username: self.mirror_username.clone(),
+                    password: self.mirror_password.clone(),
+                },
+                None => MirrorSource::Seeded(self.images_dir.join("registry")),
+            },
+        })
     }
 
     async fn open(&self) -> anyhow::Result<Runtime> {

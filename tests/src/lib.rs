@@ -13,7 +13,9 @@ use std::process::Output;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use sandbox::{ExecOptions, NodeInfo, NodeSpec, Runtime, RuntimeConfig, Subnet};
+use sandbox::{
+    ExecOptions, MirrorSource, NodeInfo, NodeSpec, RegistryConfig, Runtime, RuntimeConfig, Subnet,
+};
 
 /// Where test state lives; node directories must be traversable by the nodes' unprivileged
 /// root, so not a private temp dir.
@@ -129,6 +131,15 @@ pub fn test_config() -> (RuntimeConfig, impl Drop + Send + 'static) {
     cfg.limits.memory_bytes = 1 << 30;
     cfg.limits.disk_bytes = 4 << 30;
     (cfg, claim)
+}
+
+/// Gives `cfg` the registries `sandpit serve` runs by default: the mirror of the seed images
+/// published by `ops/seed/publish` and the session registry.
+pub fn with_registry(cfg: &mut RuntimeConfig) {
+    cfg.registry = Some(RegistryConfig {
+        exe: "/usr/bin/docker-registry".into(),
+        mirror: MirrorSource::Seeded(cfg.images_dir.join("registry")),
+    });
 }
 
 /// A runtime that cleans up after itself.

@@ -1460,7 +1460,9 @@ mod tests {
         assert_eq!(get(ROOT).status, Status::Ok);
         assert_eq!(get(IDMAP).status, Status::Ok, "{}", get(IDMAP).detail);
         assert_eq!(get(CGROUPS).status, Status::Ok, "{}", get(CGROUPS).detail);
-        assert_eq!(checks.len(), 15);
+        // ops/setup published the seed images.
+        assert_eq!(get(MIRROR).status, Status::Ok, "{}", get(MIRROR).detail);
+        assert_eq!(checks.len(), 16);
         // The probe's child was killed and reaped (a zombie would still be listed here;
         // other test threads' children are not).
         let children = fs::read_to_string("/proc/thread-self/children").unwrap();

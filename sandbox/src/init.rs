@@ -69,7 +69,14 @@ pub(crate) struct InitConfig {
     /// The base image's root filesystem (used directly as the lower layer in rootful mode).
     pub image_rootfs: PathBuf,
     pub dockerd_args: Vec<String>,
+    /// A certificate authority (PEM) dockerd trusts besides the system's: the offline stand-in
+    /// for Docker Hub's (see `registry/mod.rs`).
+    #[serde(default)]
+    pub extra_ca: Option<String>,
 }
+
+/// Where the node's init puts `extra_ca` (on the node's /run tmpfs, rewritten at each start).
+const EXTRA_CA_DIR: &str = "/run/sandpit/ca";
 
 /// Errors of the launch, as seen by the host.
 #[derive(Debug, thiserror::Error)]
@@ -597,6 +604,12 @@ fn setup_node(nd: &NodeDir, cfg: &InitConfig, lower_fd: Option<OwnedFd>) -> Resu
         bind(&src, &target, false)?;
     }
     ensure_dir(&root.join("var/log"))?;
+    if let Some(pem) = &cfg.extra_ca {
+        let dir = root.join(EXTRA_CA_DIR.trim_start_matches('/'));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let file = dir.join("sandpit-hub.pem");
+        std::fs::write(&file, pem).map_err(|e| format!("write {}: {e}", file.display()))?;
+    }
     sethostname(&cfg.hostname).map_err(|e| format!("sethostname: {e}"))?;
     // 8. Enter the new root; the old one is detached so no host path stays reachable.
     chdir(&root).map_err(|e| format!("chdir {}: {e}", root.display()))?;
@@ -731,9 +744,14 @@ fn start_dockerd(cfg: &InitConfig) -> Option<Pid> {
         .into_iter()
         .map(|a| std::ffi::CString::new(a).expect("no NUL in dockerd args"))
         .collect();
-    let env: Vec<std::ffi::CString> = NODE_ENV
-        .iter()
-        .map(|e| std::ffi::CString::new(*e).expect("static env"))
+    let mut env: Vec<String> = NODE_ENV.iter().map(|e| e.to_string()).collect();
+    if cfg.extra_ca.is_some() {
+        // Go reads every certificate in these directories on top of the system bundle.
+        env.push(format!("SSL_CERT_DIR=/etc/ssl/certs:{EXTRA_CA_DIR}"));
+    }
+    let env: Vec<std::ffi::CString> = env
+        .into_iter()
+        .map(|e| std::ffi::CString::new(e).expect("no NUL in the environment"))
         .collect();
     let log = std::fs::OpenOptions::new()
         .create(true)

@@ -313,9 +313,8 @@ impl Runtime {
                 .chain(
                     self.registries
                         .as_ref()
-                        .map(|_| [PUSH_PORT, MIRROR_PORT])
-                        .into_iter()
-                        .flatten(),
+                        .map(|r| r.ports(net.egress))
+                        .unwrap_or_default(),
                 )
                 .collect(),
             egress: net.egress,
@@ -501,7 +500,7 @@ impl Runtime {
                 })
             })?;
         let relay = match &self.registries {
-            Some(r) => match r.relay(net.subnet, &net.name).await {
+            Some(r) => match r.relay(net.subnet, &net.name, net.egress).await {
                 Ok(relay) => Some(relay),
                 Err(e) => {
                     dns.abort();
@@ -808,6 +807,7 @@ impl Runtime {
                 isolation: rec.isolation,
                 image_rootfs: image_rootfs.to_owned(),
                 dockerd_args: self.dockerd_args(net.subnet.gateway()),
+                extra_ca: self.registries.as_ref().and_then(|r| r.hub_ca(net.egress)),
             },
         )?;
 
@@ -1133,11 +1133,15 @@ impl Runtime {
         network: &str,
         keep: impl Fn(NodeStatus) -> bool,
     ) -> Vec<(String, Ipv4Addr)> {
-        let registry = inner
-            .networks
-            .get(network)
-            .filter(|_| self.registries.is_some())
-            .map(|net| (REGISTRY_HOST.to_string(), net.subnet.gateway()));
+        let registry: Vec<(String, Ipv4Addr)> =
+            match (inner.networks.get(network), &self.registries) {
+                (Some(net), Some(r)) => r
+                    .host_names(net.egress)
+                    .into_iter()
+                    .map(|name| (name.to_string(), net.subnet.gateway()))
+                    .collect(),
+                _ => Vec::new(),
+            };
         inner
             .nodes
             .values()

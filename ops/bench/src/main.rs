@@ -12,7 +12,9 @@
 //!    measurement, so every create starts from scratch (no warm-up is left out).
 //! 2. `concurrent_M`: M nodes created at once on one network, each in its own task.
 //! 3. `idle_memory`: the memory cgroup usage of those M nodes after they idled.
-//! 4. `destroy`: the N sequential destroys of (1), and destroying the network of (2).
+//! 4. `pull_nginx_M`: those M nodes pull `nginx` from the registry mirror at the same moment;
+//!    `hello_world_cold`: `docker run --rm hello-world` in a fresh node (pull included), 3 times.
+//! 5. `destroy`: the N sequential destroys of (1), and destroying the network of (2).
 //!
 //! Whatever happens, everything the bench made is destroyed before it exits; a run killed
 //! with SIGKILL is cleaned up by the next one (it opens the runtime with orphans destroyed).
@@ -28,7 +30,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context};
 use clap::Parser;
-use sandbox::{NodeSpec, OrphanPolicy, Runtime, RuntimeConfig, Subnet};
+use sandbox::{
+    ExecOptions, MirrorSource, NodeSpec, OrphanPolicy, RegistryConfig, Runtime, RuntimeConfig,
+    Subnet,
+};
 use serde_json::{json, Value};
 
 /// Where bench state lives. Node directories must be traversable by the nodes' unprivileged
@@ -376,7 +381,51 @@ async fn benchmarks(
             .with("goal_met", json!(mem.max <= GOAL_IDLE_MIB)),
     )?;
 
-    // 4. destroy: the sequential figures from (1) and the whole network of (2) at once.
+    // 4. Images from the registry mirror: a room pulling at once, and a learner's first command.
+    check_stop()?;
+    let t = Instant::now();
+    let pulls = hostnames
+        .iter()
+        .map(|h| in_node(&rt, net, h, "docker pull -q nginx >/dev/null"));
+    let pull_failures: Vec<String> = futures_util::future::join_all(pulls)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .map(|e| format!("{e:#}"))
+        .collect();
+    let pull_all = ms(t.elapsed());
+    if !pull_failures.is_empty() {
+        bail!("pull nginx: {}", pull_failures.join("; "));
+    }
+    eprintln!("pull_nginx_{m}: all done in {pull_all:.0} ms");
+    report.emit(
+        Line::new(&format!("pull_nginx_{m}"))
+            .with("n", json!(m))
+            .with("all_done_ms", json!(round1(pull_all))),
+    )?;
+    let mut hello_ms = Vec::new();
+    for i in 1..=3 {
+        check_stop()?;
+        let host = format!("fresh{i}");
+        rt.create_node(node_spec(net, &host, &args.image))
+            .await
+            .with_context(|| format!("create node {host}"))?;
+        let t = Instant::now();
+        in_node(&rt, net, &host, "docker run --rm hello-world >/dev/null").await?;
+        hello_ms.push(ms(t.elapsed()));
+        rt.destroy_node(net, &host)
+            .await
+            .with_context(|| format!("destroy node {host}"))?;
+    }
+    let hello = Summary::of(&hello_ms);
+    eprintln!("hello_world_cold: median {:.0} ms", hello.median);
+    report.emit(
+        Line::new("hello_world_cold")
+            .summary(&hello, "ms")
+            .with("samples_ms", json!(round_all(&hello_ms))),
+    )?;
+
+    // 5. destroy: the sequential figures from (1) and the whole network of (2) at once.
     check_stop()?;
     let t = Instant::now();
     rt.destroy_network(net)
@@ -423,6 +472,16 @@ async fn benchmarks(
             ),
         ),
         (
+            format!("pull_nginx_{m}"),
+            format!("all done in {pull_all:.0} ms"),
+            String::new(),
+        ),
+        (
+            "hello_world_cold".to_string(),
+            format!("median {:.0} ms", hello.median),
+            String::new(),
+        ),
+        (
             "destroy".to_string(),
             format!(
                 "median {:.0} ms, p95 {:.0} ms; {m} at once {concurrent_destroy:.0} ms",
@@ -435,6 +494,25 @@ async fn benchmarks(
         eprintln!(
             "{}",
             format!("  {name:<14} {figures:<40} {goal}").trim_end()
+        );
+    }
+    Ok(())
+}
+
+/// Runs `sh -c script` in a node; an error carries its output.
+async fn in_node(rt: &Runtime, network: &str, host: &str, script: &str) -> anyhow::Result<()> {
+    let argv = ["sh".to_string(), "-c".into(), script.into()];
+    let out = rt
+        .command(network, host, &argv, &ExecOptions::default())?
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("run `{script}` in {host}"))?;
+    if !out.status.success() {
+        bail!(
+            "`{script}` in {host}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         );
     }
     Ok(())
@@ -469,6 +547,11 @@ fn runtime_config(args: &Args, helper_exe: PathBuf) -> anyhow::Result<RuntimeCon
     c.subnet_pool = args.subnet_pool;
     // Whatever a killed earlier run left is destroyed, not adopted.
     c.orphans = OrphanPolicy::Destroy;
+    // The registries `sandpit serve` runs by default.
+    c.registry = Some(RegistryConfig {
+        exe: "/usr/bin/docker-registry".into(),
+        mirror: MirrorSource::Seeded(args.images_dir.join("registry")),
+    });
     c.validate().map_err(anyhow::Error::msg)?;
     Ok(c)
 }

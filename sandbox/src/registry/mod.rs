@@ -10,6 +10,14 @@
 //!
 //! Nodes reach both through a per-network relay on their gateway (`relay.rs`), the only host
 //! address the node firewall lets them talk to.
+//!
+//! Offline (a seeded mirror, no egress), a third registry stands in for Docker Hub itself. The
+//! Docker engine asks Hub for whatever the mirror lacks, and without it `docker pull typo`
+//! would end in "lookup registry-1.docker.io: no such host" instead of Docker's usual "not
+//! found". So in those networks `registry-1.docker.io` resolves to the gateway, whose port 443
+//! leads to a read-only registry of the same seed store, with TLS from a certificate authority
+//! made for this host that signed that one name and was then thrown away; only the nodes'
+//! dockerd trusts it (`SSL_CERT_DIR`), and nothing leaves the machine.
 
 mod names;
 mod process;
@@ -28,6 +36,9 @@ pub const PUSH_PORT: u16 = 5000;
 pub const MIRROR_PORT: u16 = 5001;
 /// The name of the session registry inside the nodes (DNS and `/etc/hosts`).
 pub const REGISTRY_HOST: &str = "registry";
+/// Docker Hub's registry, which the offline stand-in answers for.
+const HUB_HOST: &str = "registry-1.docker.io";
+const HUB_PORT: u16 = 443;
 
 /// Where the images of nodes come from.
 #[derive(Debug, Clone)]
@@ -72,6 +83,8 @@ pub enum RegistryError {
     MissingStore(PathBuf),
     #[error("the registry did not listen on {}; its log ends with:\n{log_tail}", socket.display())]
     NotListening { socket: PathBuf, log_tail: String },
+    #[error("make the offline Docker Hub certificate: {0}")]
+    Tls(String),
     #[error("start the registry relay on {gateway}: {source}")]
     Relay {
         gateway: std::net::Ipv4Addr,
@@ -83,6 +96,8 @@ pub enum RegistryError {
 pub(crate) struct Registries {
     mirror: Process,
     push: Process,
+    /// The offline stand-in for Docker Hub, and the certificate authority its nodes trust.
+    hub: Option<(Process, String)>,
     /// Store of the push registry.
     push_root: PathBuf,
 }
@@ -144,11 +159,58 @@ impl Registries {
         });
         let mirror = Process::start(&cfg.exe, dir, "mirror", &mirror_cfg).await?;
         let push = Process::start(&cfg.exe, dir, "push", &push_cfg).await?;
+        let hub = match &cfg.mirror {
+            MirrorSource::Seeded(_) => {
+                let tls = hub_tls(&dir.join("tls")).await?;
+                let mut hub_cfg = config_yaml(&Store {
+                    root: &mirror_store,
+                    socket: &process::socket_path(dir, "hub"),
+                    writable: false,
+                    secret: &random_secret(),
+                    proxy: None,
+                });
+                hub_cfg.push_str(&format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n",
+                    json_string(&tls.cert.to_string_lossy()),
+                    json_string(&tls.key.to_string_lossy()),
+                ));
+                Some((
+                    Process::start(&cfg.exe, dir, "hub", &hub_cfg).await?,
+                    tls.ca_pem,
+                ))
+            }
+            MirrorSource::PullThrough { .. } => None,
+        };
         Ok(Registries {
             mirror,
             push,
+            hub,
             push_root,
         })
+    }
+
+    /// The offline stand-in for Docker Hub, for a network with(out) egress.
+    fn hub_for(&self, egress: bool) -> Option<&(Process, String)> {
+        self.hub.as_ref().filter(|_| !egress)
+    }
+
+    /// The gateway ports a network's nodes need open.
+    pub(crate) fn ports(&self, egress: bool) -> Vec<u16> {
+        let mut ports = vec![PUSH_PORT, MIRROR_PORT];
+        ports.extend(self.hub_for(egress).map(|_| HUB_PORT));
+        ports
+    }
+
+    /// The names that lead a network's nodes to their gateway.
+    pub(crate) fn host_names(&self, egress: bool) -> Vec<&'static str> {
+        let mut names = vec![REGISTRY_HOST];
+        names.extend(self.hub_for(egress).map(|_| HUB_HOST));
+        names
+    }
+
+    /// The certificate authority a network's dockerd must trust (PEM), if any.
+    pub(crate) fn hub_ca(&self, egress: bool) -> Option<String> {
+        self.hub_for(egress).map(|(_, ca)| ca.clone())
     }
 
     /// Starts the relay of a session network on its gateway.
@@ -156,12 +218,15 @@ impl Registries {
         &self,
         subnet: Subnet,
         network: &str,
+        egress: bool,
     ) -> Result<Relay, RegistryError> {
         relay::start(
             subnet,
             network,
             self.mirror.socket().to_owned(),
             self.push.socket().to_owned(),
+            self.hub_for(egress)
+                .map(|(p, _)| (HUB_PORT, p.socket().to_owned())),
         )
         .await
         .map_err(|e| RegistryError::Relay {
@@ -198,10 +263,14 @@ struct Store<'a> {
     proxy: Option<(&'a str, Option<&'a str>, Option<&'a str>)>,
 }
 
-/// The registry's configuration file. Strings are written as JSON strings, which YAML reads
-/// with the same meaning.
+/// A string as YAML reads it: JSON strings mean the same in YAML.
+fn json_string(v: &str) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// The registry's configuration file; a TLS section may follow (it ends inside `http:`).
 fn config_yaml(s: &Store) -> String {
-    let q = |v: &str| serde_json::to_string(v).unwrap_or_default();
+    let q = json_string;
     let p = |v: &Path| q(&v.to_string_lossy());
     let mut y = format!(
         "version: 0.1\n\
@@ -217,11 +286,6 @@ fn config_yaml(s: &Store) -> String {
     }
     // Relative URLs: a Location header must not name the unix socket's fake host.
     y.push_str("catalog:\n  maxentries: 100000\n");
-    y.push_str(&format!(
-        "http:\n  net: unix\n  addr: {}\n  relativeurls: true\n  secret: {}\n",
-        p(s.socket),
-        q(s.secret),
-    ));
     if let Some((url, user, password)) = s.proxy {
         y.push_str(&format!("proxy:\n  remoteurl: {}\n", q(url)));
         if let Some(u) = user {
@@ -231,7 +295,128 @@ fn config_yaml(s: &Store) -> String {
             y.push_str(&format!("  password: {}\n", q(pw)));
         }
     }
+    y.push_str(&format!(
+        "http:\n  net: unix\n  addr: {}\n  relativeurls: true\n  secret: {}\n",
+        p(s.socket),
+        q(s.secret),
+    ));
     y
+}
+
+/// The stand-in's certificate for Docker Hub's name.
+struct HubTls {
+    cert: PathBuf,
+    key: PathBuf,
+    ca_pem: String,
+}
+
+/// Makes (once; kept in `dir`) a certificate authority, has it sign a certificate for
+/// `HUB_HOST` alone, and deletes its key, so it can never vouch for anything else.
+async fn hub_tls(dir: &Path) -> Result<HubTls, RegistryError> {
+    let io = |what, path: &Path| {
+        let path = path.to_owned();
+        move |e| RegistryError::Io {
+            what,
+            path,
+            source: e,
+        }
+    };
+    let (cert, key, ca) = (dir.join("hub.pem"), dir.join("hub.key"), dir.join("ca.pem"));
+    if !(cert.is_file() && key.is_file() && ca.is_file()) {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+        let made = make_hub_cert(dir, &ca, &cert, &key).await;
+        for f in ["ca.key", "hub.csr", "hub.ext"] {
+            let _ = std::fs::remove_file(dir.join(f));
+        }
+        if let Err(e) = made {
+            let _ = std::fs::remove_dir_all(dir);
+            return Err(e);
+        }
+    }
+    let ca_pem = std::fs::read_to_string(&ca).map_err(io("read", &ca))?;
+    Ok(HubTls { cert, key, ca_pem })
+}
+
+async fn make_hub_cert(
+    dir: &Path,
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+) -> Result<(), RegistryError> {
+    let ca_key = dir.join("ca.key");
+    let csr = dir.join("hub.csr");
+    let ext = dir.join("hub.ext");
+    std::fs::write(
+        &ext,
+        format!(
+            "subjectAltName=DNS:{HUB_HOST}\nbasicConstraints=critical,CA:FALSE\n\
+             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+        ),
+    )
+    .map_err(|e| RegistryError::Io {
+        what: "write",
+        path: ext.clone(),
+        source: e,
+    })?;
+    // Fixed words, then a path, alternately: paths may hold spaces.
+    let cmd = |parts: &[(&str, Option<&Path>)]| -> Vec<String> {
+        let mut v = Vec::new();
+        for (words, path) in parts {
+            v.extend(words.split_whitespace().map(String::from));
+            v.extend(path.map(|p| p.to_string_lossy().into_owned()));
+        }
+        v
+    };
+    let new_key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    let ca_subject = "/CN=sandpit offline Docker Hub stand-in".to_string();
+    let hub_subject = format!("/CN={HUB_HOST}");
+    let mut steps = [
+        cmd(&[
+            (&format!("req -x509 {new_key} -keyout"), Some(&ca_key)),
+            ("-out", Some(ca)),
+            (
+                "-days 3650 -addext basicConstraints=critical,CA:TRUE,pathlen:0 \
+                 -addext keyUsage=critical,keyCertSign -subj",
+                None,
+            ),
+        ]),
+        cmd(&[
+            (&format!("req {new_key} -keyout"), Some(key)),
+            ("-out", Some(&csr)),
+            ("-subj", None),
+        ]),
+        cmd(&[
+            ("x509 -req -days 3650 -set_serial 1 -in", Some(&csr)),
+            ("-CA", Some(ca)),
+            ("-CAkey", Some(&ca_key)),
+            ("-extfile", Some(&ext)),
+            ("-out", Some(cert)),
+        ]),
+    ];
+    // Subjects have spaces too.
+    steps[0].push(ca_subject);
+    steps[1].push(hub_subject);
+    for step in &steps {
+        let out = tokio::process::Command::new("openssl")
+            .args(step)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(|e| RegistryError::Io {
+                what: "run",
+                path: "openssl".into(),
+                source: e,
+            })?;
+        if !out.status.success() {
+            return Err(RegistryError::Tls(format!(
+                "openssl {}: {}",
+                step.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The secret a registry signs upload state with.

@@ -6,6 +6,9 @@
 //! - `<gateway>:PUSH_PORT`, named `registry` in the nodes, is the session registry: names are
 //!   moved into the session's namespace on the way in and out (see `names.rs`).
 //!
+//! - `<gateway>:443`, offline only, is the stand-in for Docker Hub: bytes pass unchanged (TLS
+//!   ends in that registry, see `mod.rs`).
+//!
 //! Only peers inside the network's subnet are served (the firewall already drops the rest).
 
 use std::convert::Infallible;
@@ -55,6 +58,7 @@ pub(crate) async fn start(
     network: &str,
     mirror_socket: PathBuf,
     push_socket: PathBuf,
+    hub: Option<(u16, PathBuf)>,
 ) -> std::io::Result<Relay> {
     let mirror = Route {
         socket: mirror_socket,
@@ -70,7 +74,34 @@ pub(crate) async fn start(
             tokio::net::TcpListener::bind(SocketAddrV4::new(subnet.gateway(), port)).await?;
         tasks.push(tokio::spawn(accept(listener, subnet, Arc::new(route))));
     }
+    if let Some((port, socket)) = hub {
+        let listener =
+            tokio::net::TcpListener::bind(SocketAddrV4::new(subnet.gateway(), port)).await?;
+        tasks.push(tokio::spawn(pass_through(listener, subnet, socket)));
+    }
     Ok(Relay { tasks })
+}
+
+/// Copies the bytes of every connection to a fresh connection to `socket`, both ways.
+async fn pass_through(listener: tokio::net::TcpListener, subnet: Subnet, socket: PathBuf) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((mut stream, peer)) = accepted else { continue };
+                if !matches!(peer, SocketAddr::V4(p) if subnet.contains(*p.ip())) {
+                    continue;
+                }
+                let socket = socket.clone();
+                conns.spawn(async move {
+                    if let Ok(mut up) = tokio::net::UnixStream::connect(&socket).await {
+                        let _ = tokio::io::copy_bidirectional(&mut stream, &mut up).await;
+                    }
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
 }
 
 async fn accept(listener: tokio::net::TcpListener, subnet: Subnet, route: Arc<Route>) {

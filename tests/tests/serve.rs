@@ -1,11 +1,14 @@
 //! `sandpit serve` on port 0: prints its address once ready, answers `/healthz`, adopts the
-//! nodes of its state directory, and exits cleanly on SIGTERM.
+//! nodes of its state directory, runs the registries (which die with it, even when it is
+//! killed, and keep their content), and exits cleanly on SIGTERM.
 
 use std::io::{BufRead, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sandpit_tests::{sandpit_bin, test_config, CleanupGuard, KillOnDrop, TestRuntime};
+use sandpit_tests::{
+    sandpit_bin, test_config, with_registry, CleanupGuard, KillOnDrop, TestRuntime,
+};
 
 fn get(addr: &str, path: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).expect("connect to the server");
@@ -73,5 +76,105 @@ async fn serve_answers_health_and_stops_on_sigterm() {
     // The node outlived the server; clean it up through a fresh runtime.
     let t = TestRuntime::open(cfg, claim).await;
     assert_eq!(t.rt().nodes().len(), 1);
+    t.finish().await;
+}
+
+/// Starts `sandpit serve` on `cfg`'s state directory and returns it with its address.
+fn start_serve(cfg: &sandbox::RuntimeConfig) -> (KillOnDrop, String) {
+    let mut server = KillOnDrop(
+        Command::new(sandpit_bin())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .arg("--state-dir")
+            .arg(cfg.state_dir.parent().unwrap())
+            .args(["--prefix", &cfg.prefix])
+            .args(["--subnet-pool", &cfg.subnet_pool.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sandpit serve"),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(server.0.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("sandpit listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    (server, addr)
+}
+
+/// The registry processes a configuration's runtime left running.
+async fn registries(cfg: &sandbox::RuntimeConfig) -> Vec<String> {
+    sandbox::Runtime::leftovers(cfg)
+        .await
+        .into_iter()
+        .filter(|l| l.contains("docker-registry"))
+        .collect()
+}
+
+/// `GET path` from the registry listening on `socket`.
+fn registry_get(socket: &std::path::Path, path: &str) -> String {
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .unwrap_or_else(|e| panic!("connect to {}: {e}", socket.display()));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: registry\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_the_registries_and_they_die_with_it() {
+    let (mut cfg, claim) = test_config();
+    with_registry(&mut cfg);
+    let _cleanup = CleanupGuard(cfg.clone());
+    {
+        let mut t = TestRuntime::open(cfg.clone(), ()).await;
+        let nodes = t.session("reg", 1).await;
+        t.ok(
+            &nodes[0],
+            "docker pull -q hello-world >/dev/null && docker tag hello-world registry:5000/kept \
+             && docker push -q registry:5000/kept",
+        )
+        .await;
+        drop(t.rt.take()); // close without destroying
+    }
+    let dir = cfg.state_dir.join("registry");
+
+    // A killed server takes its registries along (they get SIGTERM from the kernel).
+    let (mut server, _) = start_serve(&cfg);
+    assert!(registry_get(&dir.join("mirror.sock"), "/v2/_catalog").contains("library/nginx"));
+    server.sigkill();
+    let started = Instant::now();
+    while !registries(&cfg).await.is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "registries outlived their server: {:?}",
+            registries(&cfg).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The next server serves what was pushed before.
+    let (server, _) = start_serve(&cfg);
+    let tags = registry_get(&dir.join("push.sock"), "/v2/sessions/reg/kept/tags/list");
+    assert!(tags.contains(r#""tags":["latest"]"#), "{tags}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut server = server;
+    assert!(server.0.wait().unwrap().success());
+    assert!(
+        registries(&cfg).await.is_empty(),
+        "{:?}",
+        registries(&cfg).await
+    );
+
+    let t = TestRuntime::open(cfg, claim).await;
     t.finish().await;
 }

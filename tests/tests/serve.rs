@@ -30,28 +30,7 @@ async fn serve_answers_health_and_stops_on_sigterm() {
         let mut t = t;
         drop(t.rt.take()); // close without destroying
     }
-    let mut server = KillOnDrop(
-        Command::new(sandpit_bin())
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .arg("--state-dir")
-            .arg(cfg.state_dir.parent().unwrap())
-            .args(["--prefix", &cfg.prefix])
-            .args(["--subnet-pool", &cfg.subnet_pool.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start sandpit serve"),
-    );
-    let mut line = String::new();
-    std::io::BufReader::new(server.0.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("sandpit listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+    let (mut server, addr) = start_serve(&cfg);
     let health = get(&addr, "/healthz");
     assert!(
         health.starts_with("HTTP/1.0 200") || health.starts_with("HTTP/1.1 200"),

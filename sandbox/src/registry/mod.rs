@@ -92,6 +92,18 @@ pub enum RegistryError {
     },
 }
 
+impl RegistryError {
+    /// Wraps an I/O error of `what` on `path`, for `map_err`.
+    fn io(what: &'static str, path: &Path) -> impl Fn(std::io::Error) -> RegistryError {
+        let path = path.to_owned();
+        move |source| RegistryError::Io {
+            what,
+            path: path.clone(),
+            source,
+        }
+    }
+}
+
 /// The running registries of a runtime.
 pub(crate) struct Registries {
     mirror: Process,
@@ -111,18 +123,10 @@ impl Registries {
         if !cfg.exe.is_file() {
             return Err(RegistryError::MissingExe(cfg.exe.clone()));
         }
-        let io = |what, path: &Path| {
-            let path = path.to_owned();
-            move |e| RegistryError::Io {
-                what,
-                path,
-                source: e,
-            }
-        };
         let push_root = dir.join("push");
         let cache_root = dir.join("cache");
         for d in [dir, &push_root] {
-            std::fs::create_dir_all(d).map_err(io("create", d))?;
+            std::fs::create_dir_all(d).map_err(RegistryError::io("create", d))?;
         }
         let mirror_store = match &cfg.mirror {
             MirrorSource::Seeded(store) => {
@@ -132,7 +136,8 @@ impl Registries {
                 store.clone()
             }
             MirrorSource::PullThrough { .. } => {
-                std::fs::create_dir_all(&cache_root).map_err(io("create", &cache_root))?;
+                std::fs::create_dir_all(&cache_root)
+                    .map_err(RegistryError::io("create", &cache_root))?;
                 cache_root
             }
         };
@@ -243,11 +248,9 @@ impl Registries {
             .join("docker/registry/v2/repositories")
             .join(names::namespace(network));
         match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(RegistryError::Io {
-                what: "remove",
-                path: dir,
-                source: e,
-            }),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(RegistryError::io("remove", &dir)(e))
+            }
             _ => Ok(()),
         }
     }
@@ -313,18 +316,10 @@ struct HubTls {
 /// Makes (once; kept in `dir`) a certificate authority, has it sign a certificate for
 /// `HUB_HOST` alone, and deletes its key, so it can never vouch for anything else.
 async fn hub_tls(dir: &Path) -> Result<HubTls, RegistryError> {
-    let io = |what, path: &Path| {
-        let path = path.to_owned();
-        move |e| RegistryError::Io {
-            what,
-            path,
-            source: e,
-        }
-    };
     let (cert, key, ca) = (dir.join("hub.pem"), dir.join("hub.key"), dir.join("ca.pem"));
     if !(cert.is_file() && key.is_file() && ca.is_file()) {
         let _ = std::fs::remove_dir_all(dir);
-        std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+        std::fs::create_dir_all(dir).map_err(RegistryError::io("create", dir))?;
         let made = make_hub_cert(dir, &ca, &cert, &key).await;
         for f in ["ca.key", "hub.csr", "hub.ext"] {
             let _ = std::fs::remove_file(dir.join(f));
@@ -334,7 +329,7 @@ async fn hub_tls(dir: &Path) -> Result<HubTls, RegistryError> {
             return Err(e);
         }
     }
-    let ca_pem = std::fs::read_to_string(&ca).map_err(io("read", &ca))?;
+    let ca_pem = std::fs::read_to_string(&ca).map_err(RegistryError::io("read", &ca))?;
     Ok(HubTls { cert, key, ca_pem })
 }
 
@@ -354,11 +349,7 @@ async fn make_hub_cert(
              keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
         ),
     )
-    .map_err(|e| RegistryError::Io {
-        what: "write",
-        path: ext.clone(),
-        source: e,
-    })?;
+    .map_err(RegistryError::io("write", &ext))?;
     // Fixed words, then a path, alternately: paths may hold spaces.
     let cmd = |parts: &[(&str, Option<&Path>)]| -> Vec<String> {
         let mut v = Vec::new();
@@ -403,11 +394,7 @@ async fn make_hub_cert(
             .stdin(std::process::Stdio::null())
             .output()
             .await
-            .map_err(|e| RegistryError::Io {
-                what: "run",
-                path: "openssl".into(),
-                source: e,
-            })?;
+            .map_err(RegistryError::io("run", Path::new("openssl")))?;
         if !out.status.success() {
             return Err(RegistryError::Tls(format!(
                 "openssl {}: {}",

@@ -115,11 +115,7 @@ pub(crate) fn socket_path(dir: &Path, name: &str) -> PathBuf {
 fn write_private(path: &Path, content: &str) -> Result<(), RegistryError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let io = |e| RegistryError::Io {
-        what: "write",
-        path: path.to_owned(),
-        source: e,
-    };
+    let io = RegistryError::io("write", path);
     // It may hold the upstream's password.
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -127,34 +123,29 @@ fn write_private(path: &Path, content: &str) -> Result<(), RegistryError> {
         .write(true)
         .mode(0o600)
         .open(path)
-        .map_err(io)?;
+        .map_err(&io)?;
     f.write_all(content.as_bytes()).map_err(io)
 }
 
 fn spawn(exe: &Path, files: &Files) -> Result<tokio::process::Child, RegistryError> {
-    let io = |what, path: &Path| {
-        let path = path.to_owned();
-        move |e| RegistryError::Io {
-            what,
-            path,
-            source: e,
-        }
-    };
     let _ = std::fs::remove_file(&files.socket);
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&files.log)
-        .map_err(io("open", &files.log))?;
+        .map_err(RegistryError::io("open", &files.log))?;
     let mut cmd = tokio::process::Command::new(exe);
     cmd.arg("serve")
         .arg(&files.config)
         .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone().map_err(io("open", &files.log))?)
+        .stdout(
+            log.try_clone()
+                .map_err(RegistryError::io("open", &files.log))?,
+        )
         .stderr(log)
         .kill_on_drop(true);
     crate::sys::die_with_parent(&mut cmd);
-    let child = cmd.spawn().map_err(io("run", exe))?;
+    let child = cmd.spawn().map_err(RegistryError::io("run", exe))?;
     if let Some(pid) = child.id() {
         let _ = std::fs::write(&files.pid, pid.to_string());
     }

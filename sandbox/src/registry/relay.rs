@@ -70,65 +70,62 @@ pub(crate) async fn start(
     };
     let mut tasks = Vec::new();
     for (port, route) in [(MIRROR_PORT, mirror), (PUSH_PORT, push)] {
-        let listener =
-            tokio::net::TcpListener::bind(SocketAddrV4::new(subnet.gateway(), port)).await?;
-        tasks.push(tokio::spawn(accept(listener, subnet, Arc::new(route))));
+        let route = Arc::new(route);
+        let listener = bind(subnet, port).await?;
+        tasks.push(tokio::spawn(accept(listener, subnet, move |stream| {
+            serve_http(stream, route.clone())
+        })));
     }
     if let Some((port, socket)) = hub {
-        let listener =
-            tokio::net::TcpListener::bind(SocketAddrV4::new(subnet.gateway(), port)).await?;
-        tasks.push(tokio::spawn(pass_through(listener, subnet, socket)));
+        let listener = bind(subnet, port).await?;
+        tasks.push(tokio::spawn(accept(listener, subnet, move |stream| {
+            pass_through(stream, socket.clone())
+        })));
     }
     Ok(Relay { tasks })
 }
 
-/// Copies the bytes of every connection to a fresh connection to `socket`, both ways.
-async fn pass_through(listener: tokio::net::TcpListener, subnet: Subnet, socket: PathBuf) {
-    let mut conns = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((mut stream, peer)) = accepted else { continue };
-                if !matches!(peer, SocketAddr::V4(p) if subnet.contains(*p.ip())) {
-                    continue;
-                }
-                let socket = socket.clone();
-                conns.spawn(async move {
-                    if let Ok(mut up) = tokio::net::UnixStream::connect(&socket).await {
-                        let _ = tokio::io::copy_bidirectional(&mut stream, &mut up).await;
-                    }
-                });
-            }
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
-    }
+async fn bind(subnet: Subnet, port: u16) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(SocketAddrV4::new(subnet.gateway(), port)).await
 }
 
-async fn accept(listener: tokio::net::TcpListener, subnet: Subnet, route: Arc<Route>) {
+/// Hands every connection from inside `subnet` to `serve`, each in its own task.
+async fn accept<F, Fut>(listener: tokio::net::TcpListener, subnet: Subnet, serve: F)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     // Connections live in the set, so aborting this task ends them too.
     let mut conns = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, peer)) = accepted else { continue };
-                let inside = matches!(peer, SocketAddr::V4(p) if subnet.contains(*p.ip()));
-                if !inside {
-                    continue;
+                if matches!(peer, SocketAddr::V4(p) if subnet.contains(*p.ip())) {
+                    conns.spawn(serve(stream));
                 }
-                let _ = stream.set_nodelay(true);
-                let route = route.clone();
-                conns.spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let route = route.clone();
-                        async move { Ok::<_, Infallible>(handle(&route, req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
+    }
+}
+
+/// Serves registry HTTP on one connection.
+async fn serve_http(stream: tokio::net::TcpStream, route: Arc<Route>) {
+    let _ = stream.set_nodelay(true);
+    let service = hyper::service::service_fn(move |req| {
+        let route = route.clone();
+        async move { Ok::<_, Infallible>(handle(&route, req).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+/// Copies the bytes of one connection to a fresh connection to `socket`, both ways.
+async fn pass_through(mut stream: tokio::net::TcpStream, socket: PathBuf) {
+    if let Ok(mut up) = tokio::net::UnixStream::connect(&socket).await {
+        let _ = tokio::io::copy_bidirectional(&mut stream, &mut up).await;
     }
 }
 

@@ -11,6 +11,12 @@
 //! pid namespace only affects children, so the helper forks: the child execs the command, the
 //! helper waits for it, forwards signals and exits with its status. The helper is a fresh,
 //! single-threaded process, as `setns(CLONE_NEWUSER)` requires.
+//!
+//! With `--tty` (a shell on a PTY of the node, see `pty.rs`, passed as stdin, stdout and
+//! stderr) the child also starts a session and makes its stdin the controlling terminal, so
+//! the line discipline's Ctrl-C reaches its foreground job, and resets every signal
+//! disposition: a signal the server ignores survives `execve`, and bash keeps signals that
+//! were ignored on entry ignored for its jobs.
 
 use std::ffi::{CString, OsString};
 use std::os::fd::OwnedFd;
@@ -32,6 +38,9 @@ pub struct ExecOptions {
     pub cwd: Option<String>,
     /// Extra `KEY=VALUE` environment entries.
     pub env: Vec<String>,
+    /// Stdin is a terminal: make it the command's controlling terminal in a new session, with
+    /// default signal dispositions (for interactive shells).
+    pub tty: bool,
 }
 
 /// Which node to enter; built by the runtime from the node's record.
@@ -78,6 +87,9 @@ impl ExecTarget {
             a.push("--env".into());
             a.push(e.into());
         }
+        if opts.tty {
+            a.push("--tty".into());
+        }
         a.push("--".into());
         a.extend(argv.iter().map(OsString::from));
         a
@@ -90,6 +102,7 @@ struct HelperArgs {
     target: ExecTarget,
     opts_cwd: Option<String>,
     env: Vec<String>,
+    tty: bool,
     argv: Vec<String>,
 }
 
@@ -98,6 +111,7 @@ fn parse(args: &[String]) -> Result<HelperArgs, String> {
     let (mut pid, mut start, mut root, mut cg, mut iso, mut cwd) =
         (None, None, None, None, None, None);
     let mut env = Vec::new();
+    let mut tty = false;
     let mut argv = Vec::new();
     while let Some(a) = it.next() {
         let mut val = || it.next().cloned().ok_or(format!("{a} needs a value"));
@@ -109,6 +123,7 @@ fn parse(args: &[String]) -> Result<HelperArgs, String> {
             "--isolation" => iso = Some(val()?.parse::<Isolation>()?),
             "--cwd" => cwd = Some(val()?),
             "--env" => env.push(val()?),
+            "--tty" => tty = true,
             "--" => {
                 argv = it.by_ref().cloned().collect();
                 break;
@@ -132,6 +147,7 @@ fn parse(args: &[String]) -> Result<HelperArgs, String> {
         },
         opts_cwd: cwd,
         env,
+        tty,
         argv,
     })
 }
@@ -196,6 +212,11 @@ pub fn run_exec_helper(args: &[String]) -> ! {
                 None,
             );
             crate::sys::reset_sigpipe();
+            if h.tty {
+                if let Err(e) = become_terminal_session() {
+                    fail(EXIT_CANNOT_EXEC, e);
+                }
+            }
             // The command dies with the helper (killed by a timeout or a dropped terminal).
             let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
             if nix::unistd::chdir(cwd.as_str()).is_err() {
@@ -219,6 +240,17 @@ pub fn run_exec_helper(args: &[String]) -> ! {
         },
         Err(e) => fail(1, format!("fork: {e}")),
     }
+}
+
+/// In the command's process: a new session whose controlling terminal is stdin, and default
+/// dispositions for every signal. A freshly forked child leads no process group, so `setsid`
+/// succeeds; the PTY is new, so no other session has it as its terminal.
+fn become_terminal_session() -> Result<(), String> {
+    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+    rustix::process::ioctl_tiocsctty(std::io::stdin())
+        .map_err(|e| format!("make stdin the controlling terminal (TIOCSCTTY): {e}"))?;
+    crate::sys::reset_signal_dispositions();
+    Ok(())
 }
 
 /// Joins the node's cgroups and namespaces and becomes its root.
@@ -278,9 +310,10 @@ mod tests {
             cgroup_name: "s1-node1".into(),
             isolation: Isolation::Userns,
         };
-        let opts = ExecOptions {
+        let mut opts = ExecOptions {
             cwd: Some("/tmp".into()),
             env: vec!["TERM=xterm-256color".into()],
+            tty: false,
         };
         let argv = vec!["sh".to_string(), "-c".into(), "echo --pid".into()];
         let args: Vec<String> = t
@@ -293,6 +326,20 @@ mod tests {
         assert_eq!(parsed.target, t);
         assert_eq!(parsed.opts_cwd.as_deref(), Some("/tmp"));
         assert_eq!(parsed.env, opts.env);
+        assert!(!parsed.tty);
+        assert_eq!(parsed.argv, argv);
+
+        opts.tty = true;
+        // `--tty` after `--` belongs to the command.
+        let argv = vec!["bash".to_string(), "-l".into(), "--tty".into()];
+        let args: Vec<String> = t
+            .helper_args(&opts, &argv)
+            .into_iter()
+            .skip(1)
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        let parsed = parse(&args).unwrap();
+        assert!(parsed.tty);
         assert_eq!(parsed.argv, argv);
     }
 

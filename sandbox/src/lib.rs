@@ -16,6 +16,7 @@ mod exec;
 mod image;
 mod init;
 mod network;
+mod pty;
 mod registry;
 mod rootfs;
 mod runtime;
@@ -31,10 +32,13 @@ pub use exec::{run_exec_helper, ExecOptions};
 pub use image::{Image, ImageError};
 pub use init::{run_node_init, InitError};
 pub use network::{NetworkError, Subnet};
+pub use pty::{NodePty, PtyError};
 pub use registry::{
     store_images, MirrorSource, RegistryConfig, RegistryError, MIRROR_PORT, PUSH_PORT,
     REGISTRY_HOST,
 };
 pub use rootfs::RootfsError;
-pub use runtime::{Error, NetworkInfo, NodeInfo, NodeSpec, NodeStats, NodeStatus, Runtime};
+pub use runtime::{
+    Error, NetworkInfo, NodeInfo, NodeSpec, NodeStats, NodeStatus, Runtime, ShellProcess,
+};
 pub use state::StateError;

@@ -33,6 +33,7 @@ use crate::exec::{ExecOptions, ExecTarget};
 use crate::image::{self, ImageError};
 use crate::init::{InitConfig, InitError, Launch};
 use crate::network::{self, dns, firewall, link, NetworkError, Subnet};
+use crate::pty::{NodePty, PtyError};
 use crate::rootfs::{self, NodeDir, RootfsError};
 use crate::state::{self, NetworkRecord, NodeRecord, StateError};
 
@@ -101,6 +102,18 @@ pub enum Error {
     },
     #[error("teardown incomplete: {}", .0.join("; "))]
     Teardown(Vec<String>),
+    #[error("open a terminal in node {hostname:?}: {source}")]
+    Pty {
+        hostname: String,
+        #[source]
+        source: PtyError,
+    },
+    #[error("start a shell in node {hostname:?}: {source}")]
+    Shell {
+        hostname: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// What to create.
@@ -138,6 +151,24 @@ pub struct NetworkInfo {
     pub gateway: Ipv4Addr,
     pub bridge: String,
 }
+
+/// A login shell running in a node on a PTY of its own ([`Runtime::spawn_shell`]).
+#[derive(Debug)]
+pub struct ShellProcess {
+    /// The PTY master: the shell's output is read here and keystrokes are written here.
+    pub master: std::os::fd::OwnedFd,
+    /// The exec helper running the shell; it exits with the shell's status.
+    pub child: tokio::process::Child,
+}
+
+/// The environment of a node's interactive shells, on top of the exec defaults (`PATH`,
+/// `HOME=/root`, `LANG=C.UTF-8`).
+const SHELL_ENV: &[&str] = &[
+    "TERM=xterm-256color",
+    "SHELL=/bin/bash",
+    "USER=root",
+    "LOGNAME=root",
+];
 
 /// Live figures of a node.
 #[derive(Debug, Clone, Serialize)]
@@ -185,7 +216,31 @@ pub struct Runtime {
     hosts_lock: Mutex<()>,
     /// The registries behind the nodes' `docker pull` and `docker push`, when configured.
     registries: Option<Registries>,
+    /// Reaps what the nodes leave to us as their subreaper; stops with the runtime.
+    _reaper: AbortOnDrop,
     _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+/// A task that ends when its owner is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reaps adopted zombies whenever a child exits (at most every 200 ms).
+fn start_reaper() -> Result<AbortOnDrop, Error> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut chld = signal(SignalKind::child())
+        .map_err(|e| Error::Config(format!("install the SIGCHLD handler: {e}")))?;
+    Ok(AbortOnDrop(tokio::spawn(async move {
+        while chld.recv().await.is_some() {
+            let _ = tokio::task::spawn_blocking(state::reap_adopted_zombies).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })))
 }
 
 fn valid_name(name: &str) -> bool {
@@ -271,6 +326,7 @@ impl Runtime {
             inner: Mutex::new(Inner::default()),
             hosts_lock: Mutex::new(()),
             registries,
+            _reaper: start_reaper()?,
             _lock: lock,
         };
         rt.recover().await?;
@@ -1105,6 +1161,67 @@ impl Runtime {
         // Its own process group: a signal to the node's process group never reaches ours.
         cmd.args(args).kill_on_drop(true).process_group(0);
         Ok(cmd)
+    }
+
+    /// A new PTY in the node's own devpts (`/dev/pts/N` inside), its slave owned by the node's
+    /// `root:tty`. Both ends are close-on-exec.
+    pub fn open_pty(&self, network: &str, hostname: &str) -> Result<NodePty, Error> {
+        let rec = self.running(network, hostname)?;
+        let pid = rec.init_pid.expect("running node has an init");
+        let pty = NodePty::open(
+            Path::new(&format!("/proc/{pid}/root")),
+            rec.uid_base.unwrap_or(0),
+        )
+        .map_err(|source| Error::Pty {
+            hostname: hostname.into(),
+            source,
+        })?;
+        // The pid could have been reused between the check and the open: check again, so the
+        // PTY is known to be the node's.
+        if !rec.init_alive() {
+            return Err(Error::NotRunning {
+                hostname: hostname.into(),
+                status: NodeStatus::Failed,
+            });
+        }
+        Ok(pty)
+    }
+
+    /// Starts a login shell (`bash -l` as root in `/root`, `TERM=xterm-256color`) on a new PTY
+    /// of the node with a window of `cols` x `rows`. The shell leads its own session with the
+    /// PTY as its controlling terminal. The returned child is the exec helper, which exits
+    /// with the shell's status and is killed when dropped; the shell dies with it.
+    pub fn spawn_shell(
+        &self,
+        network: &str,
+        hostname: &str,
+        cols: u16,
+        rows: u16,
+    ) -> Result<ShellProcess, Error> {
+        let pty = self.open_pty(network, hostname)?;
+        pty.resize(cols, rows).map_err(|source| Error::Pty {
+            hostname: hostname.into(),
+            source,
+        })?;
+        let opts = ExecOptions {
+            cwd: Some("/root".into()),
+            env: SHELL_ENV.iter().map(|e| (*e).to_owned()).collect(),
+            tty: true,
+        };
+        let argv = ["bash".to_owned(), "-l".to_owned()];
+        let mut cmd = self.command(network, hostname, &argv, &opts)?;
+        let shell_err = |source| Error::Shell {
+            hostname: hostname.into(),
+            source,
+        };
+        let NodePty { master, slave } = pty;
+        cmd.stdin(slave.try_clone().map_err(shell_err)?)
+            .stdout(slave.try_clone().map_err(shell_err)?)
+            .stderr(slave);
+        // `cmd` goes at the end of this function and with it our copies of the slave: from then
+        // on only the shell and its children hold it, so the master hangs up when they exit.
+        let child = cmd.spawn().map_err(shell_err)?;
+        Ok(ShellProcess { master, child })
     }
 
     /// Memory, CPU, pids and disk use of a node.

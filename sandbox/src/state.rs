@@ -159,6 +159,52 @@ fn parse_start_time(stat: &str) -> Option<u64> {
 }
 
 /// True if `pid` is alive and started at `start_time`.
+/// Reaps the zombies this process adopted from nodes.
+///
+/// The runtime owner is a child subreaper, so a process of a node whose parent died (a command
+/// whose exec helper was killed by a timeout, a shell whose helper was killed with its
+/// terminal) becomes our child. Nobody else waits for it, and a node's PID 1 cannot finish
+/// exiting while a process of its pid namespace is unreaped. Such processes live in a pid
+/// namespace below ours (two or more `NSpid` entries), which no child we spawned ourselves
+/// (and may wait for elsewhere) has; node inits are among them, and their waiters accept that
+/// someone else reaped them.
+pub(crate) fn reap_adopted_zombies() {
+    let me = std::process::id() as i32;
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for p in procs.flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may contain spaces and parentheses.
+        let Ok(stat) = std::fs::read_to_string(p.path().join("stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let (Some("Z"), Some(ppid)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if ppid.parse::<i32>().ok() != Some(me) {
+            continue;
+        }
+        let nested = std::fs::read_to_string(p.path().join("status")).is_ok_and(|st| {
+            st.lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .is_some_and(|v| v.split_whitespace().count() >= 2)
+        });
+        if nested {
+            let _ = nix::sys::wait::waitpid(
+                nix::unistd::Pid::from_raw(pid),
+                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+            );
+        }
+    }
+}
+
 pub(crate) fn is_same_process(pid: i32, start_time: u64) -> bool {
     process_start_time(pid) == Some(start_time)
 }

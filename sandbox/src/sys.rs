@@ -253,6 +253,46 @@ pub fn reset_sigpipe() {
     };
 }
 
+/// Resets the disposition of every signal to the default, so nothing the server (or whoever
+/// started it) ignores stays ignored in a program exec'd after this: a shell would keep an
+/// ignored SIGINT ignored for its jobs, and Ctrl-C would do nothing. Handlers need no reset
+/// (`execve` does it); ignored signals do. Call in a forked child right before `execve`.
+///
+/// The raw system call, because the C library refuses to touch the two real-time signals it
+/// reserves for itself (32 and 33), which an ignoring parent passes on just the same.
+pub fn reset_signal_dispositions() {
+    /// The kernel's `struct sigaction` on x86_64 and aarch64.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    let default = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    // SIGKILL and SIGSTOP refuse with EINVAL and are never ignored anyway.
+    for sig in 1..=64 {
+        // SAFETY: `default` is a valid kernel sigaction that outlives the call, the old action
+        // is not asked for (null), and the size is that of the kernel's 64-bit signal set.
+        // SIG_DFL installs no code, so nothing of ours can run in signal context; the call
+        // only changes this process's disposition table and is async-signal-safe.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &default as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                std::mem::size_of::<u64>(),
+            );
+        }
+    }
+}
+
 /// Has the kernel send SIGTERM to the program `cmd` will run when the thread that spawned it
 /// ends, so a host service we start (the registry) does not outlive a killed owner.
 pub fn die_with_parent(cmd: &mut tokio::process::Command) {

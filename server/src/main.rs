@@ -17,8 +17,18 @@ use sandbox::{
     Runtime, RuntimeConfig,
 };
 
+mod api;
+mod assets;
 mod doctor_cmd;
+mod exec;
+mod metrics;
+mod ports;
+mod proxy;
 mod serve;
+mod session;
+mod shell;
+mod store;
+mod template;
 
 #[derive(Parser)]
 #[command(

@@ -11,11 +11,15 @@
 use std::path::PathBuf;
 use std::process::Output;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sandbox::{
     ExecOptions, MirrorSource, NodeInfo, NodeSpec, RegistryConfig, Runtime, RuntimeConfig, Subnet,
 };
+
+mod server;
+pub use server::{Events, TermClient, TestServer, Ws};
 
 /// Where test state lives; node directories must be traversable by the nodes' unprivileged
 /// root, so not a private temp dir.
@@ -144,7 +148,8 @@ pub fn with_registry(cfg: &mut RuntimeConfig) {
 
 /// A runtime that cleans up after itself.
 pub struct TestRuntime {
-    pub rt: Option<Runtime>,
+    /// Shared, so spawners (a terminal's shells) may hold it too.
+    pub rt: Option<Arc<Runtime>>,
     pub cfg: RuntimeConfig,
     _claim: Box<dyn std::any::Any + Send>,
 }
@@ -168,7 +173,7 @@ impl TestRuntime {
             .await
             .unwrap_or_else(|e| panic!("open runtime: {e}"));
         TestRuntime {
-            rt: Some(rt),
+            rt: Some(Arc::new(rt)),
             cfg,
             _claim: Box::new(claim),
         }
@@ -176,6 +181,11 @@ impl TestRuntime {
 
     pub fn rt(&self) -> &Runtime {
         self.rt.as_ref().expect("runtime open")
+    }
+
+    /// The runtime, for something that outlives a borrow (a terminal's spawner).
+    pub fn shared(&self) -> Arc<Runtime> {
+        self.rt.clone().expect("runtime open")
     }
 
     /// Creates a network and `n` nodes on it, concurrently.

@@ -237,7 +237,9 @@ async fn registries_survive_a_restart_of_their_owner() {
 
     // The owner goes away (its registries and relays with it) and a new one adopts the nodes.
     drop(t.rt.take());
-    t.rt = Some(sandbox::Runtime::open(t.cfg.clone()).await.unwrap());
+    t.rt = Some(std::sync::Arc::new(
+        sandbox::Runtime::open(t.cfg.clone()).await.unwrap(),
+    ));
 
     let hi = t.ok(&nodes[1], "docker run --rm registry:5000/hi").await;
     assert!(hi.contains("Hello from Docker"), "{hi}");

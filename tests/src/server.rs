@@ -1,0 +1,730 @@
+//! A real `sandpit serve` for API tests: [`TestServer`] starts the binary on port 0 with a
+//! configuration of its own (prefix, state directory, subnet pool from [`test_config`]), talks
+//! JSON to it over HTTP/1.1 and WebSockets, can SIGKILL, SIGTERM and restart it, and destroys
+//! whatever it left when dropped, whether the test passed or failed. [`TestServer::finish`]
+//! stops it and asserts that nothing leaked.
+//!
+//! Every request opens its own connection, so a server may be shared by concurrent tasks and
+//! outlive the tokio runtime of whoever started it.
+
+use std::any::Any;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use sandbox::{Runtime, RuntimeConfig};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::{sandpit_bin, test_config, CleanupGuard, TestRuntime};
+
+/// How long a single request, or the wait for one expected thing, may take.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+/// How long zombies of a killed server's nodes may wait for the host's init.
+const REAP_PATIENCE: Duration = Duration::from_secs(30);
+/// How long the server may take to say where it listens.
+const STARTUP: Duration = Duration::from_secs(60);
+
+/// A `sandpit serve` process of one test.
+pub struct TestServer {
+    pub cfg: RuntimeConfig,
+    /// Arguments after the ones that make the configuration (limits, tokens).
+    extra: Vec<String>,
+    process: Option<Child>,
+    addr: String,
+    /// The server's stderr (its log), shown when the test fails.
+    log: PathBuf,
+    claim: Option<Box<dyn Any + Send>>,
+}
+
+/// A WebSocket to the server.
+pub type Ws = WebSocketStream<TcpStream>;
+
+impl TestServer {
+    /// Starts a server with its own configuration and `extra` arguments (`--max-nodes 2`, ...).
+    /// It runs no registries: nodes need none unless a test pulls images.
+    pub fn start(extra: &[&str]) -> TestServer {
+        Self::start_configured(extra, |_| {})
+    }
+
+    /// Like [`TestServer::start`], with the registries (the mirror of seed images and the
+    /// session registry), for tests that pull images.
+    pub fn start_with_registry(extra: &[&str]) -> TestServer {
+        Self::start_configured(extra, crate::with_registry)
+    }
+
+    fn start_configured(extra: &[&str], configure: impl FnOnce(&mut RuntimeConfig)) -> TestServer {
+        let (mut cfg, claim) = test_config();
+        configure(&mut cfg);
+        // Beside the test's directory, which cleanup removes.
+        let dir = cfg.state_dir.parent().expect("test dir");
+        let log = dir.with_file_name(format!("{}-server.log", cfg.prefix));
+        let mut s = TestServer {
+            cfg,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            process: None,
+            addr: String::new(),
+            log,
+            claim: Some(Box::new(claim)),
+        };
+        s.spawn();
+        s
+    }
+
+    /// `host:port` of the running server.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        let p = self.process.as_ref().expect("the server is running");
+        nix::unistd::Pid::from_raw(p.id() as i32)
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.process.is_none(), "the server is already running");
+        let cfg = &self.cfg;
+        let dir = self.log.parent().expect("test root");
+        std::fs::create_dir_all(dir).expect("create the test root");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open the server log");
+        let mut child = Command::new(sandpit_bin())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(cfg.registry.is_none().then_some("--no-registry"))
+            .arg("--state-dir")
+            .arg(cfg.state_dir.parent().expect("test dir"))
+            .arg("--images-dir")
+            .arg(&cfg.images_dir)
+            .args(["--default-image", &cfg.default_image])
+            .args(["--prefix", &cfg.prefix])
+            .args(["--subnet-pool", &cfg.subnet_pool.to_string()])
+            .args([
+                "--node-memory-mib",
+                &(cfg.limits.memory_bytes >> 20).to_string(),
+            ])
+            .args([
+                "--node-disk-gib",
+                &(cfg.limits.disk_bytes >> 30).to_string(),
+            ])
+            .args(&self.extra)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start sandpit serve");
+        // The first line says where it listens; the rest is drained so a later print never
+        // meets a closed pipe.
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            let _ = tx.send(line);
+            let _ = std::io::copy(&mut r, &mut std::io::sink());
+        });
+        self.process = Some(child);
+        let line = rx.recv_timeout(STARTUP).unwrap_or_default();
+        match line.trim().strip_prefix("sandpit listening on http://") {
+            Some(a) => self.addr = a.to_string(),
+            None => {
+                self.sigkill();
+                panic!(
+                    "sandpit serve did not start (first line {line:?}); its log:\n{}",
+                    self.log_tail()
+                );
+            }
+        }
+    }
+
+    /// The end of the server's log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    /// Kills the server at once, as a crash would.
+    pub fn sigkill(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit (at most `PATIENCE`, then kills it and panics).
+    pub fn sigterm(&mut self) -> ExitStatus {
+        let mut p = self.process.take().expect("the server is running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("signal the server");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = p.try_wait().expect("wait for the server") {
+                return status;
+            }
+            if started.elapsed() > PATIENCE {
+                let _ = p.kill();
+                let _ = p.wait();
+                panic!(
+                    "the server ignored SIGTERM for {PATIENCE:?}:\n{}",
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the server again on the same state (after [`Self::sigkill`] or [`Self::sigterm`]);
+    /// it listens on a new port.
+    pub fn restart(&mut self) {
+        self.sigkill();
+        self.spawn();
+    }
+
+    /// Host objects of this configuration right now, besides the parent cgroups a runtime
+    /// keeps while it is open: empty when no session exists.
+    pub async fn leftovers(&self) -> Vec<String> {
+        let parent = |l: &str| {
+            l.strip_prefix("cgroup ").is_some_and(|p| {
+                let p = std::path::Path::new(p);
+                p.file_name().is_some_and(|n| *n == *self.cfg.cgroup_parent)
+                    && p.parent().and_then(|c| c.parent()) == Some(self.cfg.cgroup_root.as_path())
+            })
+        };
+        Runtime::leftovers(&self.cfg)
+            .await
+            .into_iter()
+            .filter(|l| !parent(l))
+            .collect()
+    }
+
+    /// Asserts that no session left anything on the host (see [`Self::leftovers`]). Processes
+    /// get a moment to go, and zombies that the host's init adopted (from a server that
+    /// exited) are its business: some inits reap them only many seconds later.
+    pub async fn assert_clean(&self) {
+        let started = Instant::now();
+        loop {
+            reap_adopted(&self.cfg.cgroup_parent);
+            let mut left = self.leftovers().await;
+            left.retain(|l| !init_zombie(l));
+            if left.is_empty() {
+                return;
+            }
+            let only_processes = left.iter().all(|l| l.starts_with("process "));
+            if !only_processes || started.elapsed() > REAP_PATIENCE {
+                panic!("leaked host objects: {left:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Stops the server (SIGTERM must exit 0), destroys what its sessions left, and asserts
+    /// that nothing of it remains on the host.
+    pub async fn finish(mut self) {
+        if self.process.is_some() {
+            let status = self.sigterm();
+            assert!(
+                status.success(),
+                "SIGTERM: exit {status}:\n{}",
+                self.log_tail()
+            );
+        }
+        let claim = self.claim.take().expect("claim");
+        let _ = std::fs::remove_file(&self.log);
+        let mut t = TestRuntime::open(self.cfg.clone(), claim).await;
+        let rt = t.rt.take().expect("runtime open");
+        let reaper = Reaper::start(&self.cfg.cgroup_parent);
+        rt.destroy_all().await.expect("destroy everything");
+        drop(reaper);
+        drop(rt);
+        // Without the runtime its parent cgroups are gone too: everything must be.
+        self.assert_clean().await;
+        let _ = std::fs::remove_dir_all(self.cfg.state_dir.parent().expect("test dir"));
+    }
+
+    // --- HTTP ---
+
+    /// One request on a fresh connection: the status and the body (JSON when it parses, a
+    /// string otherwise, null when empty).
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (u16, Value) {
+        let (status, bytes) = self.request_raw(method, path, headers, body).await;
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        (status, value)
+    }
+
+    /// Like [`Self::request`], with the body as bytes.
+    pub async fn request_raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (u16, Vec<u8>) {
+        let work = async {
+            let tcp = TcpStream::connect(&self.addr).await?;
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                    .await
+                    .map_err(std::io::Error::other)?;
+            tokio::spawn(conn);
+            let mut req = hyper::Request::builder()
+                .method(method)
+                .uri(path)
+                .header("host", &self.addr);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            let req = req
+                .body(Full::new(Bytes::from(body)))
+                .map_err(std::io::Error::other)?;
+            let resp = send
+                .send_request(req)
+                .await
+                .map_err(std::io::Error::other)?;
+            let status = resp.status().as_u16();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(std::io::Error::other)?
+                .to_bytes();
+            Ok::<_, std::io::Error>((status, bytes.to_vec()))
+        };
+        match tokio::time::timeout(PATIENCE, work).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => panic!("{method} {path}: {e}\nserver log:\n{}", self.log_tail()),
+            Err(_) => panic!("{method} {path}: no answer in {PATIENCE:?}"),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.request("GET", path, &[], Vec::new()).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        self.request("DELETE", path, &[], Vec::new()).await
+    }
+
+    /// POST with a JSON body.
+    pub async fn post(&self, path: &str, json: Value) -> (u16, Value) {
+        let body = serde_json::to_vec(&json).expect("serialise");
+        self.post_raw(path, &body).await
+    }
+
+    /// POST with a body as it is (malformed JSON, ...).
+    pub async fn post_raw(&self, path: &str, body: &[u8]) -> (u16, Value) {
+        self.request(
+            "POST",
+            path,
+            &[("content-type", "application/json")],
+            body.to_vec(),
+        )
+        .await
+    }
+
+    pub async fn put(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
+        self.request(
+            "PUT",
+            path,
+            &[("content-type", "application/octet-stream")],
+            body,
+        )
+        .await
+    }
+
+    /// Creates a session (`POST /api/sessions` with `body`), which must succeed.
+    pub async fn session(&self, body: Value) -> Value {
+        let (status, s) = self.post("/api/sessions", body).await;
+        assert_eq!(status, 201, "create a session: {s}\n{}", self.log_tail());
+        s
+    }
+
+    /// Adds a node to session `sid`, which must succeed.
+    pub async fn node(&self, sid: &str) -> Value {
+        let (status, n) = self
+            .post(
+                &format!("/api/sessions/{sid}/nodes"),
+                Value::Object(Default::default()),
+            )
+            .await;
+        assert_eq!(status, 201, "add a node: {n}\n{}", self.log_tail());
+        n
+    }
+
+    /// Runs `sh -c script` in a node through the API; the exec result, which must be a success.
+    pub async fn sh(&self, sid: &str, node: &str, script: &str) -> Value {
+        let (status, r) = self
+            .post(
+                &format!("/api/sessions/{sid}/nodes/{node}/exec"),
+                serde_json::json!({ "cmd": ["sh", "-c", script], "timeout_secs": 120 }),
+            )
+            .await;
+        assert_eq!(status, 200, "exec `{script}` in {node}: {r}");
+        assert_eq!(r["exit_code"], 0, "`{script}` in {node} failed: {r}");
+        r
+    }
+
+    // --- WebSockets ---
+
+    /// Opens a WebSocket on `path`, with an `Origin` header when given. A refusal is the
+    /// HTTP status and body of the answer.
+    pub async fn ws(&self, path: &str, origin: Option<&str>) -> Result<Ws, (u16, String)> {
+        let mut req = format!("ws://{}{path}", self.addr)
+            .into_client_request()
+            .expect("a WebSocket request");
+        if let Some(o) = origin {
+            req.headers_mut()
+                .insert("origin", o.parse().expect("an origin header"));
+        }
+        let tcp = TcpStream::connect(&self.addr)
+            .await
+            .expect("connect to the server");
+        let work = tokio_tungstenite::client_async(req, tcp);
+        match tokio::time::timeout(PATIENCE, work).await {
+            Ok(Ok((ws, _))) => Ok(ws),
+            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
+                let body = resp.body().clone().unwrap_or_default();
+                Err((
+                    resp.status().as_u16(),
+                    String::from_utf8_lossy(&body).into_owned(),
+                ))
+            }
+            Ok(Err(e)) => panic!("WebSocket {path}: {e}"),
+            Err(_) => panic!("WebSocket {path}: no handshake in {PATIENCE:?}"),
+        }
+    }
+
+    /// The refusal of a WebSocket on `path` (it must be refused): HTTP status and body.
+    pub async fn ws_refused(&self, path: &str, origin: Option<&str>) -> (u16, String) {
+        match self.ws(path, origin).await {
+            Ok(_) => panic!("the WebSocket {path} (origin {origin:?}) was accepted"),
+            Err(refusal) => refusal,
+        }
+    }
+
+    /// The events socket of session `sid`.
+    pub async fn events(&self, sid: &str) -> Events {
+        let ws = self
+            .ws(&format!("/api/sessions/{sid}/events"), None)
+            .await
+            .unwrap_or_else(|e| panic!("open the events of {sid}: {e:?}"));
+        Events {
+            ws,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The terminal of node `node`.
+    pub async fn terminal(&self, sid: &str, node: &str) -> TermClient {
+        let ws = self
+            .ws(&format!("/api/sessions/{sid}/nodes/{node}/terminal"), None)
+            .await
+            .unwrap_or_else(|e| panic!("open the terminal of {node}: {e:?}"));
+        let mut t = TermClient {
+            ws,
+            output: Vec::new(),
+            searched: 0,
+            texts: Vec::new(),
+            closed: None,
+        };
+        let hello = t.text(PATIENCE).await;
+        assert_eq!(hello["type"], "hello", "{hello}");
+        t
+    }
+}
+
+impl Drop for TestServer {
+    /// Kills the server and destroys whatever it left (without the leak assertion).
+    fn drop(&mut self) {
+        self.sigkill();
+        let Some(claim) = self.claim.take() else {
+            return;
+        };
+        if std::thread::panicking() {
+            eprintln!(
+                "--- log of sandpit serve ({}) ---\n{}",
+                self.addr,
+                self.log_tail()
+            );
+        }
+        let reaper = Reaper::start(&self.cfg.cgroup_parent);
+        drop(CleanupGuard(self.cfg.clone()));
+        drop(reaper);
+        drop(claim);
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Reaps, while it lives, the zombies this process adopted from a stopped server.
+///
+/// Opening a runtime makes this process a child subreaper, so processes of a dead server (its
+/// nodes' processes, exec helpers it did not reap) may end up as its children; a node's init
+/// cannot finish exiting until every process of its pid namespace is reaped.
+struct Reaper {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Reaper {
+    fn start(cgroup_parent: &str) -> Reaper {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let cgroup_parent = cgroup_parent.to_string();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                reap_adopted(&cgroup_parent);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        Reaper {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Whether a leftover is a `process N` that is a zombie waiting for the host's init.
+fn init_zombie(leftover: &str) -> bool {
+    let Some(pid) = leftover
+        .strip_prefix("process ")
+        .and_then(|r| r.split_whitespace().next())
+    else {
+        return false;
+    };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_default()
+    };
+    field("State:").starts_with('Z') && field("PPid:") == "1"
+}
+
+/// Reaps zombie children of this process that are in a node's pid namespace (two or more
+/// `NSpid` entries) or in the cgroups of the server's nodes: no child this process waits for
+/// itself is either.
+fn reap_adopted(cgroup_parent: &str) {
+    let me = std::process::id().to_string();
+    let marker = format!(":/{cgroup_parent}/");
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for p in procs.flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(p.path().join("status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let zombie = field("State:").starts_with('Z');
+        let nested = field("NSpid:").split_whitespace().count() >= 2;
+        if !zombie || field("PPid:") != me {
+            continue;
+        }
+        let ours =
+            std::fs::read_to_string(p.path().join("cgroup")).is_ok_and(|c| c.contains(&marker));
+        if nested || ours {
+            let _ = nix::sys::wait::waitpid(
+                nix::unistd::Pid::from_raw(pid),
+                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+            );
+        }
+    }
+}
+
+/// A session's events socket.
+pub struct Events {
+    ws: Ws,
+    /// Every event received so far, in order.
+    pub seen: Vec<Value>,
+}
+
+impl Events {
+    /// The next event; None once the server closed the socket.
+    pub async fn next(&mut self, within: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("no event in {within:?}; so far: {:#?}", self.seen));
+            match msg {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t).expect("an event is JSON");
+                    self.seen.push(v.clone());
+                    return Some(v);
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Skips events until one of type `ty` (which must come within `within`).
+    pub async fn until(&mut self, ty: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left).await {
+                Some(v) if v["type"] == ty => return v,
+                Some(_) => {}
+                None => panic!(
+                    "the events socket closed before {ty:?}; seen: {:#?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    /// Skips events until the server closes the socket.
+    pub async fn until_closed(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self
+            .next(deadline.saturating_duration_since(Instant::now()))
+            .await
+            .is_some()
+        {}
+    }
+}
+
+/// A node's terminal: binary frames are output, text frames control messages.
+pub struct TermClient {
+    ws: Ws,
+    /// Every output byte received.
+    pub output: Vec<u8>,
+    searched: usize,
+    /// Control messages received after the hello.
+    pub texts: Vec<Value>,
+    /// The close frame's code and reason, once the server closed.
+    pub closed: Option<(u16, String)>,
+}
+
+impl TermClient {
+    /// Types `input` into the shell.
+    pub async fn send(&mut self, input: &str) {
+        self.ws
+            .send(Message::Binary(Bytes::from(input.as_bytes().to_vec())))
+            .await
+            .expect("send terminal input");
+    }
+
+    /// Reads one frame into the buffers; false once the socket ended.
+    async fn pump(&mut self, deadline: tokio::time::Instant) -> bool {
+        let msg = match tokio::time::timeout_at(deadline, self.ws.next()).await {
+            Ok(m) => m,
+            Err(_) => return true,
+        };
+        match msg {
+            Some(Ok(Message::Binary(b))) => self.output.extend_from_slice(&b),
+            Some(Ok(Message::Text(t))) => self
+                .texts
+                .push(serde_json::from_str(&t).expect("a control message is JSON")),
+            Some(Ok(Message::Close(c))) => {
+                self.closed = Some(
+                    c.map(|c| (u16::from(c.code), c.reason.to_string()))
+                        .unwrap_or((1005, String::new())),
+                );
+                return false;
+            }
+            None | Some(Err(_)) => return false,
+            Some(Ok(_)) => {}
+        }
+        true
+    }
+
+    /// The next text (control) message.
+    pub async fn text(&mut self, within: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        let before = self.texts.len();
+        while self.texts.len() == before {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no control message in {within:?}"
+            );
+            assert!(
+                self.pump(deadline).await,
+                "the terminal closed: {:?}",
+                self.closed
+            );
+        }
+        self.texts.remove(before)
+    }
+
+    /// Waits until the output (after what earlier waits consumed) contains `needle`.
+    pub async fn expect(&mut self, needle: &str, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(at) = find(&self.output[self.searched..], needle.as_bytes()) {
+                self.searched += at + needle.len();
+                return;
+            }
+            let open = tokio::time::Instant::now() < deadline && self.pump(deadline).await;
+            assert!(
+                open,
+                "{needle:?} not in the terminal output within {within:?} (closed: {:?}); got:\n{}",
+                self.closed,
+                String::from_utf8_lossy(&self.output[self.searched..])
+            );
+        }
+    }
+
+    /// Reads until the server closes the socket; its close code and reason.
+    pub async fn until_closed(&mut self, within: Duration) -> (u16, String) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.pump(deadline).await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the terminal stayed open for {within:?}"
+            );
+        }
+        self.closed.clone().unwrap_or((1006, String::new()))
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}

@@ -1,0 +1,98 @@
+// The landing page: one sentence on what this is, Start, the templates, the session length.
+
+import { ApiError, type Session, TEMPLATES, type TemplateId, api } from "./api";
+import { formatDuration, h } from "./dom";
+
+/** The server's default session length when it does not say (docs/api.md: 4 hours). */
+const DEFAULT_SESSION_SECS = 4 * 3600;
+
+export function renderLanding(root: HTMLElement, onStarted: (s: Session) => void): void {
+  const error = h("p", { class: "error", role: "alert", hidden: true });
+  const status = h("p", { class: "status", "aria-live": "polite" });
+  const length = h("span", {}, formatDuration(DEFAULT_SESSION_SECS));
+  const buttons: HTMLButtonElement[] = [];
+
+  async function start(template: TemplateId | undefined, button: HTMLButtonElement) {
+    for (const b of buttons) b.disabled = true;
+    error.hidden = true;
+    button.classList.add("busy");
+    const t0 = performance.now();
+    const nodes = template ? TEMPLATES.find((t) => t.id === template)!.nodes : 0;
+    const tick = () => {
+      const secs = Math.round((performance.now() - t0) / 1000);
+      status.textContent = template
+        ? `Starting ${nodes} nodes and forming the swarm… ${secs ? `${secs} s` : ""}`
+        : "Starting your session…";
+    };
+    tick();
+    const timer = window.setInterval(tick, 1000);
+    try {
+      const session = await api.createSession(template ? { template } : {});
+      onStarted(session);
+    } catch (e) {
+      error.textContent = `Could not start a session: ${e instanceof ApiError ? e.message : String(e)}`;
+      error.hidden = false;
+      status.textContent = "";
+      for (const b of buttons) b.disabled = false;
+    } finally {
+      window.clearInterval(timer);
+      button.classList.remove("busy");
+    }
+  }
+
+  const startButton = h(
+    "button",
+    { class: "primary big", type: "button", "data-test": "start" },
+    "Start",
+  );
+  startButton.addEventListener("click", () => start(undefined, startButton));
+  buttons.push(startButton);
+
+  const templateButtons = TEMPLATES.map((t) => {
+    const b = h(
+      "button",
+      { class: "template", type: "button", "data-template": t.id },
+      h("strong", {}, t.label),
+      h("span", {}, `${t.nodes} nodes, already joined into a swarm`),
+    );
+    b.addEventListener("click", () => start(t.id, b));
+    buttons.push(b);
+    return h("li", {}, b);
+  });
+
+  root.replaceChildren(
+    h(
+      "main",
+      { class: "landing" },
+      h("h1", { class: "logo" }, "sandpit"),
+      h(
+        "p",
+        { class: "lead" },
+        "A Docker playground in your browser: press Start and get Linux nodes, each with its own Docker engine and a shell right here.",
+      ),
+      h("div", { class: "start-row" }, startButton, status),
+      error,
+      h("h2", {}, "Or start with a swarm"),
+      h("ul", { class: "templates" }, templateButtons),
+      h(
+        "p",
+        { class: "fineprint" },
+        "Sessions last ",
+        length,
+        " and can be extended. Anyone with the session's link can use it. When it ends, its nodes and everything in them are destroyed.",
+      ),
+    ),
+  );
+  document.title = "sandpit: a Docker playground in your browser";
+  startButton.focus();
+
+  // The server may say how long its sessions last (an optional field of /healthz).
+  fetch("/healthz")
+    .then((r) => (r.ok ? r.json() : null))
+    .then((v: { session_secs?: unknown } | null) => {
+      if (v && typeof v.session_secs === "number" && v.session_secs > 0) {
+        length.textContent = formatDuration(v.session_secs);
+      }
+    })
+    .catch(() => {});
+}

@@ -121,9 +121,11 @@ impl From<SessionError> for ApiError {
         let status = match &e {
             E::UnknownSession(_) | E::UnknownNode(_) => StatusCode::NOT_FOUND,
             E::Invalid(_) => StatusCode::BAD_REQUEST,
-            E::NodeLimit(_) | E::NodeBusy(_) | E::NodeNotRunning { .. } | E::Ending => {
-                StatusCode::CONFLICT
-            }
+            E::NodeLimit(_)
+            | E::NodeBusy(_)
+            | E::NodeNotRunning { .. }
+            | E::TerminalLimit { .. }
+            | E::Ending => StatusCode::CONFLICT,
             E::ClientLimit(_) => StatusCode::TOO_MANY_REQUESTS,
             E::AtCapacity(_) | E::Draining => StatusCode::SERVICE_UNAVAILABLE,
             E::Template { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -441,7 +443,16 @@ async fn terminal(
         .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
     check_origin(&s, &headers)?;
     let ws = need_upgrade(ws)?;
-    let term = s.sessions.terminal(&p.sid, &p.node)?;
+    let name = q
+        .name
+        .as_deref()
+        .unwrap_or(crate::session::DEFAULT_TERMINAL);
+    if !valid_terminal_name(name) {
+        return Err(ApiError::bad_request(
+            "name must be 1 to 16 of a-z, 0-9 and '-'",
+        ));
+    }
+    let term = s.sessions.terminal(&p.sid, &p.node, name)?;
     let viewer = term.attach(q.since_in(term.id()), q.readonly);
     let span = tracing::info_span!("terminal", session = %p.sid, node = %p.node);
     Ok(ws
@@ -460,6 +471,13 @@ async fn terminal(
             }
             .instrument(span)
         }))
+}
+
+fn valid_terminal_name(name: &str) -> bool {
+    (1..=16).contains(&name.len())
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
 }
 
 fn to_message(f: Frame) -> Message {
@@ -662,6 +680,16 @@ mod tests {
             &headers(&[("host", "a:8080"), ("origin", "https://b")]),
             &["https://b".to_string()]
         ));
+    }
+
+    #[test]
+    fn terminal_names() {
+        assert!(valid_terminal_name("main"));
+        assert!(valid_terminal_name("build-2"));
+        assert!(!valid_terminal_name(""));
+        assert!(!valid_terminal_name("Main"));
+        assert!(!valid_terminal_name("a/b"));
+        assert!(!valid_terminal_name("seventeen-chars-x"));
     }
 
     #[test]

@@ -54,6 +54,10 @@ const WARN_BEFORE: Duration = Duration::from_secs(300);
 const STATS_INTERVAL: Duration = Duration::from_secs(3);
 /// How long the end of a session waits for node creations in flight.
 const END_PATIENCE: Duration = Duration::from_secs(120);
+/// Terminals a node may have at once.
+pub(crate) const MAX_TERMINALS: usize = 4;
+/// The terminal a viewer gets when it names none.
+pub(crate) const DEFAULT_TERMINAL: &str = "main";
 /// Events kept for a slow events socket before it gets a fresh snapshot instead.
 const EVENT_BACKLOG: usize = 256;
 
@@ -70,6 +74,8 @@ pub(crate) enum SessionError {
     NodeLimit(usize),
     #[error("node {0:?} is being created or removed; try again in a moment")]
     NodeBusy(String),
+    #[error("node {node:?} already has {MAX_TERMINALS} terminals ({open}); use one of them")]
+    TerminalLimit { node: String, open: String },
     #[error("node {name:?} is {status}; delete it and add a new one")]
     NodeNotRunning { name: String, status: String },
     #[error("this address already has {0} sessions, its limit; end one first")]
@@ -205,7 +211,8 @@ struct Session {
     warned: bool,
     ending: bool,
     events: broadcast::Sender<Event>,
-    terminals: HashMap<String, Terminal>,
+    /// Terminals by node and terminal name.
+    terminals: HashMap<(String, String), Terminal>,
 }
 
 /// Every session of this server.
@@ -752,7 +759,7 @@ impl Sessions {
 
     /// Removes a node: its terminals close, then it is destroyed.
     pub async fn remove_node(&self, sid: &str, name: &str) -> Result<(), SessionError> {
-        let terminal = {
+        let terminals = {
             let mut inner = self.lock();
             let s = live_mut(&mut inner, sid)?;
             let m = s
@@ -763,9 +770,17 @@ impl Sessions {
                 return Err(SessionError::NodeBusy(name.into()));
             }
             m.busy = true;
-            s.terminals.remove(name)
+            let mine: Vec<_> = s
+                .terminals
+                .keys()
+                .filter(|(n, _)| n == name)
+                .cloned()
+                .collect();
+            mine.iter()
+                .filter_map(|k| s.terminals.remove(k))
+                .collect::<Vec<_>>()
         };
-        if let Some(t) = terminal {
+        for t in terminals {
             t.close("the node was deleted");
         }
         let result = match self.runtime.destroy_node(sid, name).await {
@@ -947,13 +962,27 @@ impl Sessions {
         }
     }
 
-    /// The shared terminal of a running node, started on first use.
-    pub fn terminal(&self, sid: &str, name: &str) -> Result<Terminal, SessionError> {
+    /// The shared terminal `term` of a running node, started on first use.
+    pub fn terminal(&self, sid: &str, name: &str, term: &str) -> Result<Terminal, SessionError> {
         self.running_node(sid, name)?;
         let mut inner = self.lock();
         let s = live_mut(&mut inner, sid)?;
-        if let Some(t) = s.terminals.get(name).filter(|t| !t.is_closed()) {
+        let key = (name.to_string(), term.to_string());
+        s.terminals.retain(|_, t| !t.is_closed());
+        if let Some(t) = s.terminals.get(&key) {
             return Ok(t.clone());
+        }
+        let open: Vec<&str> = s
+            .terminals
+            .keys()
+            .filter(|(n, _)| n == name)
+            .map(|(_, t)| t.as_str())
+            .collect();
+        if open.len() >= MAX_TERMINALS {
+            return Err(SessionError::TerminalLimit {
+                node: name.into(),
+                open: open.join(", "),
+            });
         }
         let shell = crate::shell::NodeShell {
             runtime: self.runtime.clone(),
@@ -962,7 +991,7 @@ impl Sessions {
         };
         let t = Terminal::start(shell, self.cfg.terminal.clone())
             .map_err(|e| SessionError::Internal(format!("start a terminal on {name}: {e}")))?;
-        s.terminals.insert(name.into(), t.clone());
+        s.terminals.insert(key, t.clone());
         Ok(t)
     }
 

@@ -115,6 +115,9 @@ pub struct TerminalQuery {
     pub readonly: bool,
     /// The stream id from a previous hello; `since` is ignored if it names another stream.
     pub stream: Option<String>,
+    /// Which of the node's terminals (a node may have several shells); the server's default
+    /// when absent.
+    pub name: Option<String>,
 }
 
 impl TerminalQuery {
@@ -267,13 +270,14 @@ mod tests {
     #[test]
     fn parses_query_parameters() {
         assert_eq!(query("").unwrap(), TerminalQuery::default());
-        let q = query("since=1234&readonly=1&stream=abc").unwrap();
+        let q = query("since=1234&readonly=1&stream=abc&name=build").unwrap();
         assert_eq!(
             q,
             TerminalQuery {
                 since: Some(1234),
                 readonly: true,
-                stream: Some("abc".into())
+                stream: Some("abc".into()),
+                name: Some("build".into()),
             }
         );
         for (text, readonly) in [

@@ -340,3 +340,24 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// The SHA-256 of `data` in hex, computed by the host's `sha256sum` (as tests compute it inside
+/// nodes).
+pub fn sha256_hex(data: &[u8]) -> String {
+    use std::io::Write;
+    let mut c = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run sha256sum");
+    let mut stdin = c.stdin.take().expect("piped");
+    let data = data.to_vec();
+    // Written from another thread: sha256sum's output is read meanwhile.
+    let writer = std::thread::spawn(move || stdin.write_all(&data));
+    let out = c.wait_with_output().expect("wait for sha256sum");
+    writer
+        .join()
+        .expect("the writer")
+        .expect("write to sha256sum");
+    String::from_utf8_lossy(&out.stdout)[..64].to_string()
+}

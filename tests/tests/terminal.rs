@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use sandpit_tests::{TestServer, Ws};
+use sandpit_tests::{sha256_hex, TestServer, Ws};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -119,28 +119,23 @@ impl Viewer {
     }
 }
 
+/// The digits printed after the last `marker` (the shell's pid of `echo marker$$`).
+fn pid_after(output: &[u8], marker: &[u8]) -> String {
+    let text = String::from_utf8_lossy(output);
+    let marker = String::from_utf8_lossy(marker);
+    let at = text.rfind(marker.as_ref()).expect("the marker") + marker.len();
+    text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect()
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
 fn tail(b: &[u8]) -> String {
     String::from_utf8_lossy(&b[b.len().saturating_sub(800)..]).into_owned()
-}
-
-/// `sha256sum`'s digest of `data`, computed on the host.
-fn sha256(data: &[u8]) -> String {
-    use std::io::Write;
-    let mut c = std::process::Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("run sha256sum");
-    let mut stdin = c.stdin.take().unwrap();
-    let data = data.to_vec();
-    let writer = std::thread::spawn(move || stdin.write_all(&data));
-    let out = c.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    String::from_utf8(out.stdout).unwrap()[..64].to_string()
 }
 
 /// A server with one session of `nodes` nodes; the session id.
@@ -232,7 +227,42 @@ async fn typing_utf8_resize_readonly_and_bad_messages() {
         assert_eq!(err.0, 404, "{path}: {err:?}");
     }
 
-    // Deleting the node closes its terminal and tells the viewers why.
+    // More terminals: each name is a shell of its own, up to four per node.
+    // The quotes keep the typed line from matching what the command prints.
+    v.send(b"echo MA''IN-$$-P''ID\r").await;
+    v.expect("-PID\r\n").await;
+    let mut second = Viewer::open(&s, &sid, "node1", "?name=second").await;
+    second.send(b"echo SEC''OND-$$-P''ID\r").await;
+    second.expect("-PID\r\n").await;
+    let main_pid = pid_after(&v.output, b"MAIN-");
+    let second_pid = pid_after(&second.output, b"SECOND-");
+    assert!(!main_pid.is_empty() && !second_pid.is_empty());
+    assert_ne!(main_pid, second_pid, "two names, two shells");
+    assert!(
+        !String::from_utf8_lossy(&second.output).contains("MAIN-"),
+        "the second terminal has its own output"
+    );
+    let _third = Viewer::open(&s, &sid, "node1", "?name=t3").await;
+    let _fourth = Viewer::open(&s, &sid, "node1", "?name=t4").await;
+    let path = |q: &str| format!("/api/sessions/{sid}/nodes/node1/terminal{q}");
+    let err = s
+        .ws(&path("?name=t5"), None)
+        .await
+        .map(|_| ())
+        .expect_err("a fifth");
+    assert_eq!(err.0, 409, "{err:?}");
+    assert!(
+        err.1.contains("second"),
+        "the refusal names the open terminals: {err:?}"
+    );
+    let err = s
+        .ws(&path("?name=Bad/Name"), None)
+        .await
+        .map(|_| ())
+        .expect_err("bad name");
+    assert_eq!(err.0, 400, "{err:?}");
+
+    // Deleting the node closes its terminals and tells the viewers why.
     let (status, _) = s.delete(&format!("/api/sessions/{sid}/nodes/node1")).await;
     assert_eq!(status, 204);
     let closed = v.until_text("closed").await;
@@ -295,7 +325,7 @@ async fn twenty_mib_shared_and_resumed_while_a_viewer_stalls() {
         a.texts
     );
     assert_eq!(
-        sha256(&shown),
+        sha256_hex(&shown),
         node_sum,
         "the 20 MiB arrived complete and in order"
     );
@@ -395,7 +425,7 @@ async fn a_one_mib_paste_arrives_byte_for_byte() {
     v.expect("PASTED").await;
     v.send(b"echo SIZE=$(wc -c < /tmp/paste) SUM=$(sha256sum < /tmp/paste | cut -c1-64)\r")
         .await;
-    let want = format!("SIZE={} SUM={}", expected.len(), sha256(&expected));
+    let want = format!("SIZE={} SUM={}", expected.len(), sha256_hex(&expected));
     v.expect(&want).await;
     drop(v);
     s.finish().await;

@@ -52,6 +52,8 @@ export interface TerminalQuery {
   since?: number;
   stream?: string;
   readonly?: boolean;
+  /** Which of the node's terminals; the server's `main` when absent. */
+  name?: string;
 }
 
 /** The query string of `GET .../terminal` (with its leading "?", or empty). */
@@ -62,6 +64,7 @@ export function terminalQuery(q: TerminalQuery): string {
     p.set("stream", q.stream);
   }
   if (q.readonly) p.set("readonly", "1");
+  if (q.name !== undefined) p.set("name", q.name);
   const s = p.toString();
   return s ? `?${s}` : "";
 }

@@ -158,7 +158,6 @@ fn parse_start_time(stat: &str) -> Option<u64> {
     fields.get(22 - 3)?.parse().ok()
 }
 
-/// True if `pid` is alive and started at `start_time`.
 /// Reaps the zombies this process adopted from nodes.
 ///
 /// The runtime owner is a child subreaper, so a process of a node whose parent died (a command
@@ -205,6 +204,7 @@ pub(crate) fn reap_adopted_zombies() {
     }
 }
 
+/// True if `pid` is alive and started at `start_time`.
 pub(crate) fn is_same_process(pid: i32, start_time: u64) -> bool {
     process_start_time(pid) == Some(start_time)
 }

@@ -30,8 +30,14 @@ use crate::session::{CreateSession, Event, SessionError, Sessions};
 
 /// Largest JSON request body.
 const MAX_JSON_BODY: usize = 64 << 10;
-/// Largest WebSocket message a client may send (a big paste arrives in one).
-const MAX_WS_MESSAGE: usize = 16 << 20;
+/// Largest WebSocket message a client may send (a big paste arrives in one). Each viewer holds
+/// at most one message until the shell takes it, so with [`MAX_VIEWERS`] this bounds the input
+/// a terminal holds.
+const MAX_WS_MESSAGE: usize = 4 << 20;
+/// Viewers of one terminal at once (a workshop's whole room watching one shell fits).
+const MAX_VIEWERS: usize = 64;
+/// Uploads buffered at once (each up to `--max-upload-mib`).
+pub(crate) const MAX_UPLOADS: usize = 4;
 /// How often the events socket pings.
 const EVENTS_PING: Duration = Duration::from_secs(20);
 
@@ -44,13 +50,14 @@ pub(crate) struct AppState {
     /// Origins allowed to open WebSockets besides the server's own.
     pub allowed_origins: Vec<String>,
     pub max_upload_bytes: usize,
+    /// Uploads being buffered; at most [`MAX_UPLOADS`] at once.
+    pub uploads: Arc<tokio::sync::Semaphore>,
     /// Turns true when the server shuts down; long-lived sockets close.
     pub shutdown: watch::Receiver<bool>,
 }
 
 /// The routes, as a function so tests can drive them.
 pub(crate) fn app(state: AppState) -> Router {
-    let upload_limit = state.max_upload_bytes;
     let node = "/api/sessions/{sid}/nodes/{node}";
     Router::new()
         .route("/healthz", get(healthz))
@@ -67,7 +74,7 @@ pub(crate) fn app(state: AppState) -> Router {
         .route(&format!("{node}/exec"), post(exec_node))
         .route(
             &format!("{node}/files"),
-            put(upload).layer(DefaultBodyLimit::max(upload_limit)),
+            put(upload).layer(DefaultBodyLimit::disable()),
         )
         .route(&format!("{node}/terminal"), get(terminal))
         .route("/api/admin/sessions", get(admin_sessions))
@@ -75,6 +82,10 @@ pub(crate) fn app(state: AppState) -> Router {
         .route("/api/{*rest}", axum::routing::any(no_route))
         // A known route with another method: a JSON 405 like every other API error.
         .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            same_origin_writes,
+        ))
         // Only the page is compressed: proxied answers stream as the node's server sent them.
         .merge(crate::assets::router().layer(tower_http::compression::CompressionLayer::new()))
         .merge(crate::proxy::routes())
@@ -344,7 +355,7 @@ async fn upload(
     State(s): State<AppState>,
     Path(p): Path<NodePath>,
     query: Result<axum::extract::Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let axum::extract::Query(q) = query.map_err(|e| {
         ApiError::bad_request(format!(
@@ -354,19 +365,30 @@ async fn upload(
     })?;
     let path = node_path(&q.path)?;
     s.sessions.running_node(&p.sid, &p.node)?;
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the file is larger than the upload limit of {} MiB",
-                    s.max_upload_bytes >> 20
-                ),
-            )
-        } else {
-            body_error(e)
-        }
-    })?;
+    // Read only with a permit: at most MAX_UPLOADS bodies are in memory at once.
+    let _permit = s
+        .uploads
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
+    let body = axum::body::to_bytes(body, s.max_upload_bytes)
+        .await
+        .map_err(|e| {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|c| c.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "the file is larger than the upload limit of {} MiB",
+                        s.max_upload_bytes >> 20
+                    ),
+                )
+            } else {
+                ApiError::bad_request(format!("read the upload: {e}"))
+            }
+        })?;
     let req = ExecRequest {
         cmd: vec![
             "sh".into(),
@@ -379,6 +401,12 @@ async fn upload(
         timeout_secs: Some(120),
     };
     let out = exec::run_bytes(s.sessions.runtime(), &p.sid, &p.node, &req, Some(&body)).await?;
+    if out.timed_out {
+        return Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("writing {path} in {} did not finish in time", p.node),
+        ));
+    }
     if out.exit_code != Some(0) {
         return Err(ApiError::bad_request(format!(
             "cannot write {path} in {}: {}",
@@ -420,6 +448,28 @@ fn check_origin(s: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// Browsers send some cross-site writes (form posts, `text/plain` bodies) without asking
+/// first, so another site could make its visitors create or delete sessions. The API takes
+/// writes only from the page's own origin (or `--allowed-origin`); clients that are not
+/// browsers send no `Origin` and are not affected.
+async fn same_origin_writes(
+    State(s): State<AppState>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Result<Response, ApiError> {
+    let read = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    if !read && !origin_allowed(req.headers(), &s.allowed_origins) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "requests from another origin are refused; add it with --allowed-origin",
+        ));
+    }
+    Ok(next.run(req).await)
+}
+
 fn need_upgrade(
     ws: Result<WebSocketUpgrade, ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<WebSocketUpgrade, ApiError> {
@@ -452,7 +502,13 @@ async fn terminal(
             "name must be 1 to 16 of a-z, 0-9 and '-'",
         ));
     }
-    let term = s.sessions.terminal(&p.sid, &p.node, name)?;
+    let term = s.sessions.terminal(&p.sid, &p.node, name).await?;
+    if term.viewers() >= MAX_VIEWERS {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("this terminal already has {MAX_VIEWERS} viewers"),
+        ));
+    }
     let viewer = term.attach(q.since_in(term.id()), q.readonly);
     let span = tracing::info_span!("terminal", session = %p.sid, node = %p.node);
     Ok(ws

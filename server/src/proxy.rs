@@ -280,6 +280,7 @@ async fn forward(
             Err(_) => return Err(nothing()),
         };
     let _ = stream.set_nodelay(true);
+    keepalive(&stream);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|_| nothing())?;
@@ -299,6 +300,8 @@ async fn forward(
             )));
         };
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        // The tunnel ends with its session (and, through keepalive, with its node).
+        let mut session_events = s.sessions.events(sid)?;
         let span = tracing::debug_span!("proxied upgrade", session = %sid, node = %node, port);
         tokio::spawn(tracing::Instrument::instrument(
             async move {
@@ -307,7 +310,10 @@ async fn forward(
                     return;
                 };
                 let (mut a, mut b) = (TokioIo::new(client), TokioIo::new(upstream));
-                let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut a, &mut b) => {}
+                    () = crate::session::ended(&mut session_events) => {}
+                }
             },
             span,
         ));
@@ -318,7 +324,75 @@ async fn forward(
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     rewrite_location(&mut parts.headers, &client_host, prefix.as_deref());
+    confine(&mut parts.headers, prefix.as_deref());
     Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// TCP keepalive on a connection to a node: a node that is destroyed sends no reset, and a
+/// tunnel to it would otherwise stay open as long as the client's side does.
+fn keepalive(stream: &tokio::net::TcpStream) {
+    use rustix::net::sockopt;
+    let _ = sockopt::set_socket_keepalive(stream, true);
+    let _ = sockopt::set_tcp_keepidle(stream, Duration::from_secs(60));
+    let _ = sockopt::set_tcp_keepintvl(stream, Duration::from_secs(10));
+    let _ = sockopt::set_tcp_keepcnt(stream, 3);
+}
+
+/// Keeps what a node's server answers from reaching beyond its own port.
+///
+/// - Cookies lose their `Domain` (with a real base domain, `Domain=<base>` would reach every
+///   other session's ports and the page), and by path their `Path` is put under the prefix.
+/// - By path, the answer shares the page's origin: it gets an opaque origin of its own
+///   (`Content-Security-Policy: sandbox`, without `allow-same-origin`), so its scripts cannot read
+///   the page's storage, open WebSockets as the page or register a service worker, and the
+///   headers that act on the whole origin (`Service-Worker-Allowed`, `Clear-Site-Data`) go.
+fn confine(headers: &mut HeaderMap, prefix: Option<&str>) {
+    let cookies: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|c| c.to_str().ok())
+        .filter_map(|c| HeaderValue::from_str(&confine_cookie(c, prefix)).ok())
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    for c in cookies {
+        headers.append(header::SET_COOKIE, c);
+    }
+    if prefix.is_some() {
+        headers.remove("service-worker-allowed");
+        headers.remove("clear-site-data");
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads",
+            ),
+        );
+    }
+}
+
+/// A `Set-Cookie` value without `Domain`, and with its `Path` under `prefix` when given.
+fn confine_cookie(cookie: &str, prefix: Option<&str>) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut has_path = false;
+    for (i, attr) in cookie.split(';').enumerate() {
+        let a = attr.trim();
+        let lower = a.to_ascii_lowercase();
+        if i > 0 && lower.starts_with("domain=") {
+            continue;
+        }
+        if i > 0 && lower.starts_with("path=") {
+            has_path = true;
+            if let Some(p) = prefix {
+                let path = a[5..].trim_start_matches('/');
+                parts.push(format!("Path={p}/{path}"));
+                continue;
+            }
+        }
+        parts.push(a.to_string());
+    }
+    if let (Some(p), false) = (prefix, has_path) {
+        parts.push(format!("Path={p}/"));
+    }
+    parts.join("; ")
 }
 
 /// Redirects of the node's server to itself stay on the proxy: an absolute URL of the host the
@@ -359,6 +433,49 @@ mod tests {
     use super::*;
 
     const SID: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn cookies_stay_with_their_port() {
+        let by_path = Some("/p/s/node1/80");
+        assert_eq!(
+            confine_cookie("a=1; Domain=play.example.com; Path=/; HttpOnly", None),
+            "a=1; Path=/; HttpOnly"
+        );
+        assert_eq!(
+            confine_cookie("a=1; domain=.example.com; path=/app", by_path),
+            "a=1; Path=/p/s/node1/80/app"
+        );
+        assert_eq!(
+            confine_cookie("a=1; Secure", by_path),
+            "a=1; Secure; Path=/p/s/node1/80/"
+        );
+        // A value that looks like an attribute is the value.
+        assert_eq!(confine_cookie("domain=x", None), "domain=x");
+    }
+
+    #[test]
+    fn answers_by_path_get_an_opaque_origin() {
+        let mut h = HeaderMap::new();
+        h.insert("service-worker-allowed", HeaderValue::from_static("/"));
+        h.insert("clear-site-data", HeaderValue::from_static("\"*\""));
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("a=1; Domain=x"),
+        );
+        h.append(header::SET_COOKIE, HeaderValue::from_static("b=2"));
+        let mut by_host = h.clone();
+        confine(&mut h, Some("/p/s/node1/80"));
+        assert!(h.get("service-worker-allowed").is_none());
+        assert!(h.get("clear-site-data").is_none());
+        assert!(h[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .starts_with("sandbox"));
+        assert_eq!(h.get_all(header::SET_COOKIE).iter().count(), 2);
+        confine(&mut by_host, None);
+        assert!(by_host.get(header::CONTENT_SECURITY_POLICY).is_none());
+        assert_eq!(by_host[header::SET_COOKIE], "a=1");
+    }
 
     fn target(node: &str, port: u16) -> Target {
         Target {

@@ -125,6 +125,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         admin_token: args.admin_token.clone(),
         allowed_origins: args.allowed_origins.clone(),
         max_upload_bytes: args.max_upload_mib << 20,
+        uploads: Arc::new(tokio::sync::Semaphore::new(crate::api::MAX_UPLOADS)),
         shutdown: stop_rx.clone(),
     };
     let (live_sessions, session_nodes, _) = sessions.counts();

@@ -52,10 +52,14 @@ pub(crate) const MIN_LIFETIME: Duration = Duration::from_secs(5);
 const WARN_BEFORE: Duration = Duration::from_secs(300);
 /// How often node figures are sampled.
 const STATS_INTERVAL: Duration = Duration::from_secs(3);
+/// How long after a failed teardown it is tried again.
+const TEARDOWN_RETRY: Duration = Duration::from_secs(30);
 /// How long the end of a session waits for node creations in flight.
 const END_PATIENCE: Duration = Duration::from_secs(120);
 /// Terminals a node may have at once.
 pub(crate) const MAX_TERMINALS: usize = 4;
+/// How long a new terminal's shell may take to start.
+const TERMINAL_START: Duration = Duration::from_secs(15);
 /// The terminal a viewer gets when it names none.
 pub(crate) const DEFAULT_TERMINAL: &str = "main";
 /// Events kept for a slow events socket before it gets a fresh snapshot instead.
@@ -210,6 +214,8 @@ struct Session {
     nodes: BTreeMap<String, NodeMeta>,
     warned: bool,
     ending: bool,
+    /// When a failed teardown is tried again.
+    retry_at: Option<Instant>,
     events: broadcast::Sender<Event>,
     /// Terminals by node and terminal name.
     terminals: HashMap<(String, String), Terminal>,
@@ -321,9 +327,9 @@ impl Sessions {
         }
         let mut expired = Vec::new();
         for row in rows {
-            if row.expires_at <= now {
+            let ending = row.expires_at <= now;
+            if ending {
                 expired.push(row.id.clone());
-                continue;
             }
             if self.runtime.network(&row.id).is_none() {
                 tracing::warn!(session = %row.id, "session's network is gone; forgetting it");
@@ -357,7 +363,9 @@ impl Sessions {
                     nodes.insert(n.hostname.clone(), meta(n.image, None));
                 }
             }
-            tracing::info!(session = %row.id, nodes = nodes.len(), "session recovered");
+            if !ending {
+                tracing::info!(session = %row.id, nodes = nodes.len(), "session recovered");
+            }
             let (events, _) = broadcast::channel(EVENT_BACKLOG);
             self.lock().insert(
                 row.id.clone(),
@@ -365,7 +373,8 @@ impl Sessions {
                     row,
                     nodes,
                     warned: false,
-                    ending: false,
+                    ending,
+                    retry_at: None,
                     events,
                     terminals: HashMap::new(),
                 },
@@ -373,13 +382,16 @@ impl Sessions {
         }
         for id in expired {
             tracing::info!(session = %id, "session expired while the server was down");
-            self.destroy(&id).await?;
+            // A failure is logged and retried by the expiry loop; the server starts anyway.
+            let _ = self.teardown(&id).await;
         }
         let known: Vec<String> = self.lock().keys().cloned().collect();
         for net in self.runtime.networks() {
             if is_session_id(&net.name) && !known.contains(&net.name) {
                 tracing::warn!(session = %net.name, "network of an unrecorded session; destroying it");
-                self.runtime.destroy_network(&net.name).await?;
+                if let Err(e) = self.runtime.destroy_network(&net.name).await {
+                    tracing::error!(session = %net.name, error = %e, "destroy an unrecorded network");
+                }
             }
         }
         Ok(())
@@ -440,6 +452,12 @@ impl Sessions {
             client,
         };
         let wanted = req.template.map(|t| t.roles().len()).unwrap_or(0);
+        if wanted > self.cfg.max_nodes {
+            return Err(SessionError::Invalid(format!(
+                "this template needs {wanted} nodes; this server allows {} per session",
+                self.cfg.max_nodes
+            )));
+        }
         {
             let mut inner = self.lock();
             let mine = inner.values().filter(|s| s.row.client == client).count();
@@ -461,6 +479,7 @@ impl Sessions {
                     nodes: BTreeMap::new(),
                     warned: false,
                     ending: true, // until its network exists
+                    retry_at: None,
                     events,
                     terminals: HashMap::new(),
                 },
@@ -478,6 +497,10 @@ impl Sessions {
         tracing::info!(session = %id, %client, template = ?req.template, "session created");
         if let Some(t) = req.template {
             if let Err(e) = crate::template::form(self, &id, t).await {
+                if self.lock().get(&id).is_none_or(|s| s.ending) {
+                    // Deleted (or expired) while it was being set up.
+                    return Err(SessionError::Ending);
+                }
                 self.metrics.failure("template");
                 tracing::warn!(session = %id, error = %e, "template failed; ending the session");
                 if let Err(end) = self.end(&id, EndReason::Failed).await {
@@ -571,6 +594,11 @@ impl Sessions {
         let inner = self.lock();
         let s = live(&inner, sid)?;
         Ok((self.session_view(s), s.events.subscribe()))
+    }
+
+    /// The events of a live session, without a snapshot.
+    pub fn events(&self, sid: &str) -> Result<broadcast::Receiver<Event>, SessionError> {
+        Ok(live(&self.lock(), sid)?.events.subscribe())
     }
 
     fn emit(&self, sid: &str, make: impl FnOnce(&Session) -> Event) {
@@ -847,7 +875,7 @@ impl Sessions {
             let s = inner
                 .get_mut(sid)
                 .ok_or_else(|| SessionError::UnknownSession(sid.into()))?;
-            if s.ending && reason != EndReason::Failed {
+            if s.ending {
                 return Err(SessionError::Ending);
             }
             s.ending = true;
@@ -863,12 +891,17 @@ impl Sessions {
             t.close(why);
         }
         tracing::info!(session = %sid, ?reason, "session ending");
+        self.teardown(sid).await
+    }
+
+    /// Destroys an ending session; a failure is retried later by the expiry loop (the session
+    /// stays ending, invisible to clients, until it is gone).
+    async fn teardown(&self, sid: &str) -> Result<(), SessionError> {
         let result = self.destroy(sid).await;
-        if result.is_err() {
-            // Keep it visible as ending so expiry retries the teardown.
+        if let Err(e) = &result {
+            tracing::error!(session = %sid, error = %e, "tear down a session; retrying in {TEARDOWN_RETRY:?}");
             if let Some(s) = self.lock().get_mut(sid) {
-                s.ending = false;
-                s.row.expires_at = now_secs();
+                s.retry_at = Some(Instant::now() + TEARDOWN_RETRY);
             }
         }
         result
@@ -896,8 +929,15 @@ impl Sessions {
     fn expire_due(self: &Arc<Self>) {
         let now = now_secs();
         let mut due = Vec::new();
+        let mut retry = Vec::new();
         {
             let mut inner = self.lock();
+            for s in inner.values_mut() {
+                if s.retry_at.is_some_and(|t| t <= Instant::now()) {
+                    s.retry_at = None;
+                    retry.push(s.row.id.clone());
+                }
+            }
             for s in inner.values_mut().filter(|s| !s.ending) {
                 let left = s.row.expires_at - now;
                 if left <= 0 {
@@ -918,6 +958,11 @@ impl Sessions {
                     tracing::error!(session = %id, error = %e, "end an expired session");
                 }
             });
+        }
+        for id in retry {
+            let me = self.clone();
+            // A failure is logged and scheduled again by `teardown`.
+            tokio::spawn(async move { me.teardown(&id).await });
         }
     }
 
@@ -963,36 +1008,50 @@ impl Sessions {
     }
 
     /// The shared terminal `term` of a running node, started on first use.
-    pub fn terminal(&self, sid: &str, name: &str, term: &str) -> Result<Terminal, SessionError> {
+    ///
+    /// The shell is started without the sessions' lock (it opens files inside the node, which
+    /// the node can make slow) and within [`TERMINAL_START`]; if another request started the
+    /// same terminal meanwhile, that one is used.
+    pub async fn terminal(
+        &self,
+        sid: &str,
+        name: &str,
+        term: &str,
+    ) -> Result<Terminal, SessionError> {
         self.running_node(sid, name)?;
-        let mut inner = self.lock();
-        let s = live_mut(&mut inner, sid)?;
         let key = (name.to_string(), term.to_string());
-        s.terminals.retain(|_, t| !t.is_closed());
-        if let Some(t) = s.terminals.get(&key) {
-            return Ok(t.clone());
-        }
-        let open: Vec<&str> = s
-            .terminals
-            .keys()
-            .filter(|(n, _)| n == name)
-            .map(|(_, t)| t.as_str())
-            .collect();
-        if open.len() >= MAX_TERMINALS {
-            return Err(SessionError::TerminalLimit {
-                node: name.into(),
-                open: open.join(", "),
-            });
+        if let Some(t) = terminal_or_room(live_mut(&mut self.lock(), sid)?, &key)? {
+            return Ok(t);
         }
         let shell = crate::shell::NodeShell {
             runtime: self.runtime.clone(),
             network: sid.into(),
             hostname: name.into(),
         };
-        let t = Terminal::start(shell, self.cfg.terminal.clone())
-            .map_err(|e| SessionError::Internal(format!("start a terminal on {name}: {e}")))?;
-        s.terminals.insert(key, t.clone());
-        Ok(t)
+        let started = tokio::time::timeout(
+            TERMINAL_START,
+            Terminal::start(shell, self.cfg.terminal.clone()),
+        )
+        .await
+        .map_err(|_| SessionError::Internal(format!("a shell on {name} did not start")))?
+        .map_err(|e| SessionError::Internal(format!("start a terminal on {name}: {e}")))?;
+        let mut inner = self.lock();
+        // Checked again: the same or other terminals may have been started meanwhile.
+        let s = live_mut(&mut inner, sid);
+        match s.and_then(|s| terminal_or_room(s, &key).map(|t| (s, t))) {
+            Ok((s, None)) => {
+                s.terminals.insert(key, started.clone());
+                Ok(started)
+            }
+            Ok((_, Some(theirs))) => {
+                started.close("started twice");
+                Ok(theirs)
+            }
+            Err(e) => {
+                started.close("not needed");
+                Err(e)
+            }
+        }
     }
 
     /// Sessions, nodes and terminal viewers right now, for `/metrics` and `/healthz`.
@@ -1015,6 +1074,40 @@ impl Sessions {
             .filter(|s| !s.ending)
             .map(|s| self.session_view(s))
             .collect()
+    }
+}
+
+/// The live terminal `(node, name)` of a session, or None if one more may be started.
+fn terminal_or_room(
+    s: &mut Session,
+    (node, name): &(String, String),
+) -> Result<Option<Terminal>, SessionError> {
+    s.terminals.retain(|_, t| !t.is_closed());
+    if let Some(t) = s.terminals.get(&(node.clone(), name.clone())) {
+        return Ok(Some(t.clone()));
+    }
+    let open: Vec<&str> = s
+        .terminals
+        .keys()
+        .filter(|(n, _)| n == node)
+        .map(|(_, t)| t.as_str())
+        .collect();
+    if open.len() >= MAX_TERMINALS {
+        return Err(SessionError::TerminalLimit {
+            node: node.clone(),
+            open: open.join(", "),
+        });
+    }
+    Ok(None)
+}
+
+/// Resolves when the session behind `events` has ended.
+pub(crate) async fn ended(events: &mut broadcast::Receiver<Event>) {
+    loop {
+        match events.recv().await {
+            Ok(Event::Ended { .. }) | Err(broadcast::error::RecvError::Closed) => return,
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+        }
     }
 }
 

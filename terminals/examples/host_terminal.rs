@@ -36,7 +36,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let shell = shell::HostShell {
         dir: dir.path().to_owned(),
     };
-    let terminal = Terminal::start(shell, TerminalOptions::default())?;
+    let terminal = Terminal::start(shell, TerminalOptions::default()).await?;
     println!(
         "listening on ws://{}/terminal (pid {})",
         listener.local_addr()?,

@@ -57,8 +57,8 @@ pub struct PtyProcess {
 /// The shell must have the PTY slave as its controlling terminal (a session leader that opened
 /// it, or `TIOCSCTTY`) and default signal dispositions: a SIGINT ignored by the server (as when
 /// it was started in the background by a non-interactive shell) is inherited across exec, and
-/// bash keeps it ignored for its jobs, so Ctrl-C would do nothing. `spawn` runs on the
-/// terminal's task and should not block for long.
+/// bash keeps it ignored for its jobs, so Ctrl-C would do nothing. `spawn` runs on tokio's
+/// blocking pool (inside the runtime, so it may create tokio processes).
 pub trait Spawner: Send + Sync + 'static {
     /// Starts a login shell on a new PTY of the given size.
     fn spawn(&self, size: WinSize) -> io::Result<PtyProcess>;
@@ -220,9 +220,15 @@ impl std::fmt::Debug for Terminal {
 
 impl Terminal {
     /// Starts the first shell and the tasks that serve it. Call inside a tokio runtime.
-    pub fn start(spawner: impl Spawner, opts: TerminalOptions) -> Result<Self, TerminalError> {
+    pub async fn start(
+        spawner: impl Spawner,
+        opts: TerminalOptions,
+    ) -> Result<Self, TerminalError> {
         opts.validate()?;
-        let first = spawner.spawn(opts.size).map_err(TerminalError::Spawn)?;
+        let spawner: Arc<dyn Spawner> = Arc::new(spawner);
+        let first = spawn_off(&spawner, opts.size)
+            .await
+            .map_err(TerminalError::Spawn)?;
         let (input_tx, input_rx) = mpsc::channel(opts.input_queue_bytes / INPUT_PIECE);
         let shared = Arc::new(Shared {
             id: uuid::Uuid::new_v4().simple().to_string(),
@@ -245,7 +251,7 @@ impl Terminal {
             opts,
         });
         let span = tracing::info_span!("terminal", id = %shared.id);
-        let supervisor = supervise(shared.clone(), Box::new(spawner), first);
+        let supervisor = supervise(shared.clone(), spawner, first);
         tokio::spawn(tracing::Instrument::instrument(supervisor, span.clone()));
         let writer = write_input(shared.clone(), input_rx);
         tokio::spawn(tracing::Instrument::instrument(writer, span));
@@ -541,7 +547,7 @@ enum RunEnd {
 }
 
 /// The supervisor task: runs shells one after another until the terminal is closed.
-async fn supervise(shared: Arc<Shared>, spawner: Box<dyn Spawner>, first: PtyProcess) {
+async fn supervise(shared: Arc<Shared>, spawner: Arc<dyn Spawner>, first: PtyProcess) {
     let mut next = Some(first);
     let mut reader = Reader::new(shared.clone());
     let mut generation = 0u64;
@@ -581,15 +587,29 @@ async fn supervise(shared: Arc<Shared>, spawner: Box<dyn Spawner>, first: PtyPro
                 shared.push_notice(&format!("shell exited ({how}); starting a new shell"));
             }
         }
-        next = restart(&shared, spawner.as_ref(), started).await;
+        next = restart(&shared, &spawner, started).await;
     }
     shared.shell.send_replace(None);
     shared.done.send_replace(true);
 }
 
+/// Runs the spawner on the blocking pool: starting a shell may open files and fork, and for a
+/// shell in a sandbox that can block for as long as the sandbox likes (a FUSE mount over its
+/// `/dev`), which must never hold up an async worker.
+async fn spawn_off(spawner: &Arc<dyn Spawner>, size: WinSize) -> io::Result<PtyProcess> {
+    let spawner = spawner.clone();
+    tokio::task::spawn_blocking(move || spawner.spawn(size))
+        .await
+        .map_err(io::Error::other)?
+}
+
 /// Starts the next shell, no sooner than `restart_interval` after the previous start and with
 /// a growing wait after failures. `None` once the terminal is closed.
-async fn restart(shared: &Shared, spawner: &dyn Spawner, previous: Instant) -> Option<PtyProcess> {
+async fn restart(
+    shared: &Shared,
+    spawner: &Arc<dyn Spawner>,
+    previous: Instant,
+) -> Option<PtyProcess> {
     let mut not_before = previous + shared.opts.restart_interval;
     let mut backoff = shared.opts.restart_interval;
     loop {
@@ -602,7 +622,7 @@ async fn restart(shared: &Shared, spawner: &dyn Spawner, previous: Instant) -> O
             return None;
         }
         let size = shared.state().size;
-        match spawner.spawn(size) {
+        match spawn_off(spawner, size).await {
             Ok(process) => {
                 let mut st = shared.state();
                 let offset = st.ring.end();

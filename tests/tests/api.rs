@@ -1036,6 +1036,32 @@ async fn websockets_from_other_origins_are_refused() {
             .contains("WebSocket"),
         "{r}"
     );
+    // Writes from another site's page (a form post needs no preflight) are refused too; the
+    // page's own origin and clients without an Origin may write.
+    let post = |origin: &'static str| {
+        let srv = &srv;
+        async move {
+            srv.request_raw(
+                "POST",
+                "/api/sessions",
+                &[("origin", origin), ("content-type", "text/plain")],
+                b"{}".to_vec(),
+            )
+            .await
+            .0
+        }
+    };
+    assert_eq!(post("http://evil.example").await, 403);
+    let (code, body) = srv
+        .request_raw(
+            "DELETE",
+            &format!("/api/sessions/{sid}"),
+            &[("origin", "http://evil.example")],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(code, 403, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(post("https://workshop.example").await, 201);
     assert_eq!(srv.delete(&format!("/api/sessions/{sid}")).await.0, 204);
     srv.finish().await;
 }

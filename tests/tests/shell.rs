@@ -38,13 +38,15 @@ impl Spawner for NodeShell {
     }
 }
 
-fn start_terminal(t: &TestRuntime, node: &NodeInfo) -> Terminal {
+async fn start_terminal(t: &TestRuntime, node: &NodeInfo) -> Terminal {
     let spawner = NodeShell {
         runtime: t.shared(),
         network: node.network.clone(),
         hostname: node.hostname.clone(),
     };
-    Terminal::start(spawner, TerminalOptions::default()).expect("start a terminal on the node")
+    Terminal::start(spawner, TerminalOptions::default())
+        .await
+        .expect("start a terminal on the node")
 }
 
 /// A viewer that keeps what it saw.
@@ -151,7 +153,7 @@ fn is_pts_line(s: &str) -> bool {
 async fn a_node_shell_is_a_real_terminal() {
     let t = TestRuntime::new().await;
     let nodes = t.session("sh", 1).await;
-    let terminal = start_terminal(&t, &nodes[0]);
+    let terminal = start_terminal(&t, &nodes[0]).await;
     let mut screen = Screen::new(&terminal);
 
     // The node's own devpts, the slave owned by root:tty inside, and a session with job
@@ -247,7 +249,7 @@ async fn a_node_shell_is_a_real_terminal() {
 async fn a_rootful_node_shell_owns_its_terminal() {
     let t = TestRuntime::with(|c| c.isolation = sandbox::Isolation::Rootful).await;
     let nodes = t.session("shr", 1).await;
-    let terminal = start_terminal(&t, &nodes[0]);
+    let terminal = start_terminal(&t, &nodes[0]).await;
     let mut screen = Screen::new(&terminal);
     let tty = screen.run_text("tty").await;
     assert!(is_pts_line(&tty), "tty printed {tty:?}");

@@ -52,7 +52,9 @@ impl TestServer {
         let shell = HostShell {
             dir: dir.path().to_owned(),
         };
-        let terminal = Terminal::start(shell, opts).expect("start the terminal");
+        let terminal = Terminal::start(shell, opts)
+            .await
+            .expect("start the terminal");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().unwrap();
         let (end_tx, ends) = mpsc::unbounded_channel();

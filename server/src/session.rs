@@ -468,14 +468,13 @@ impl Sessions {
             if total + wanted > self.cfg.capacity {
                 return Err(SessionError::AtCapacity(self.cfg.capacity));
             }
-            // Recorded first: a crash after this point leaves a row that recovery reconciles,
-            // never a network nobody knows.
-            self.store.insert_session(&row)?;
+            // Reserved in memory under the lock (the limits count it from now on); recorded
+            // without the lock, so one slow disk write does not hold up every request.
             let (events, _) = broadcast::channel(EVENT_BACKLOG);
             inner.insert(
                 id.clone(),
                 Session {
-                    row,
+                    row: row.clone(),
                     nodes: BTreeMap::new(),
                     warned: false,
                     ending: true, // until its network exists
@@ -484,6 +483,12 @@ impl Sessions {
                     terminals: HashMap::new(),
                 },
             );
+        }
+        // Recorded before the network exists: a crash after this point leaves a row that
+        // recovery reconciles, never a network nobody knows.
+        if let Err(e) = self.store.insert_session(&row) {
+            self.lock().remove(&id);
+            return Err(e.into());
         }
         if let Err(e) = self.runtime.create_network(&id).await {
             self.lock().remove(&id);

@@ -315,14 +315,18 @@ mod tests {
             env: vec!["TERM=xterm-256color".into()],
             tty: false,
         };
+        // The helper's command line, parsed back as the helper does.
+        let round_trip = |opts: &ExecOptions, argv: &[String]| {
+            let args: Vec<String> = t
+                .helper_args(opts, argv)
+                .into_iter()
+                .skip(1)
+                .map(|a| a.into_string().unwrap())
+                .collect();
+            parse(&args).unwrap()
+        };
         let argv = vec!["sh".to_string(), "-c".into(), "echo --pid".into()];
-        let args: Vec<String> = t
-            .helper_args(&opts, &argv)
-            .into_iter()
-            .skip(1)
-            .map(|a| a.into_string().unwrap())
-            .collect();
-        let parsed = parse(&args).unwrap();
+        let parsed = round_trip(&opts, &argv);
         assert_eq!(parsed.target, t);
         assert_eq!(parsed.opts_cwd.as_deref(), Some("/tmp"));
         assert_eq!(parsed.env, opts.env);
@@ -332,13 +336,7 @@ mod tests {
         opts.tty = true;
         // `--tty` after `--` belongs to the command.
         let argv = vec!["bash".to_string(), "-l".into(), "--tty".into()];
-        let args: Vec<String> = t
-            .helper_args(&opts, &argv)
-            .into_iter()
-            .skip(1)
-            .map(|a| a.into_string().unwrap())
-            .collect();
-        let parsed = parse(&args).unwrap();
+        let parsed = round_trip(&opts, &argv);
         assert!(parsed.tty);
         assert_eq!(parsed.argv, argv);
     }

@@ -443,7 +443,7 @@ fn check_origin(s: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     } else {
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "WebSocket from another origin refused; add it with --allowed-origin",
+            "requests from another origin are refused; add it with --allowed-origin",
         ))
     }
 }
@@ -461,11 +461,8 @@ async fn same_origin_writes(
         *req.method(),
         axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
     );
-    if !read && !origin_allowed(req.headers(), &s.allowed_origins) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "requests from another origin are refused; add it with --allowed-origin",
-        ));
+    if !read {
+        check_origin(&s, req.headers())?;
     }
     Ok(next.run(req).await)
 }

@@ -221,6 +221,21 @@ struct Session {
     terminals: HashMap<(String, String), Terminal>,
 }
 
+impl Session {
+    /// A node of this session, or the client's 404.
+    fn node(&self, name: &str) -> Result<&NodeMeta, SessionError> {
+        self.nodes
+            .get(name)
+            .ok_or_else(|| SessionError::UnknownNode(name.into()))
+    }
+
+    fn node_mut(&mut self, name: &str) -> Result<&mut NodeMeta, SessionError> {
+        self.nodes
+            .get_mut(name)
+            .ok_or_else(|| SessionError::UnknownNode(name.into()))
+    }
+}
+
 /// Every session of this server.
 pub(crate) struct Sessions {
     runtime: Arc<Runtime>,
@@ -584,10 +599,7 @@ impl Sessions {
     pub fn node(&self, sid: &str, name: &str) -> Result<NodeView, SessionError> {
         let inner = self.lock();
         let s = live(&inner, sid)?;
-        let m = s
-            .nodes
-            .get(name)
-            .ok_or_else(|| SessionError::UnknownNode(name.into()))?;
+        let m = s.node(name)?;
         Ok(self.node_view(sid, name, m))
     }
 
@@ -718,10 +730,7 @@ impl Sessions {
         let image = {
             let mut inner = self.lock();
             let s = live_mut(&mut inner, sid)?;
-            let m = s
-                .nodes
-                .get_mut(name)
-                .ok_or_else(|| SessionError::UnknownNode(name.into()))?;
+            let m = s.node_mut(name)?;
             m.role = Some(role);
             m.image.clone()
         };
@@ -772,10 +781,7 @@ impl Sessions {
         {
             let inner = self.lock();
             let s = live(&inner, sid)?;
-            let m = s
-                .nodes
-                .get(name)
-                .ok_or_else(|| SessionError::UnknownNode(name.into()))?;
+            let m = s.node(name)?;
             if m.busy {
                 return Err(SessionError::NodeBusy(name.into()));
             }
@@ -795,10 +801,7 @@ impl Sessions {
         let terminals = {
             let mut inner = self.lock();
             let s = live_mut(&mut inner, sid)?;
-            let m = s
-                .nodes
-                .get_mut(name)
-                .ok_or_else(|| SessionError::UnknownNode(name.into()))?;
+            let m = s.node_mut(name)?;
             if m.busy {
                 return Err(SessionError::NodeBusy(name.into()));
             }

@@ -286,6 +286,19 @@ impl TestServer {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> (u16, Vec<u8>) {
+        let (status, _, body) = self.request_full(method, path, headers, body).await;
+        (status, body)
+    }
+
+    /// Like [`Self::request_raw`], with the answer's headers. `Host` is the server's address
+    /// unless `headers` give another.
+    pub async fn request_full(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (u16, hyper::HeaderMap, Vec<u8>) {
         let work = async {
             let tcp = TcpStream::connect(&self.addr).await?;
             let (mut send, conn) =
@@ -293,10 +306,10 @@ impl TestServer {
                     .await
                     .map_err(std::io::Error::other)?;
             tokio::spawn(conn);
-            let mut req = hyper::Request::builder()
-                .method(method)
-                .uri(path)
-                .header("host", &self.addr);
+            let mut req = hyper::Request::builder().method(method).uri(path);
+            if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+                req = req.header("host", &self.addr);
+            }
             for (k, v) in headers {
                 req = req.header(*k, *v);
             }
@@ -308,13 +321,13 @@ impl TestServer {
                 .await
                 .map_err(std::io::Error::other)?;
             let status = resp.status().as_u16();
-            let bytes = resp
-                .into_body()
+            let (parts, body) = resp.into_parts();
+            let bytes = body
                 .collect()
                 .await
                 .map_err(std::io::Error::other)?
                 .to_bytes();
-            Ok::<_, std::io::Error>((status, bytes.to_vec()))
+            Ok::<_, std::io::Error>((status, parts.headers, bytes.to_vec()))
         };
         match tokio::time::timeout(PATIENCE, work).await {
             Ok(Ok(r)) => r,
@@ -395,12 +408,20 @@ impl TestServer {
     /// Opens a WebSocket on `path`, with an `Origin` header when given. A refusal is the
     /// HTTP status and body of the answer.
     pub async fn ws(&self, path: &str, origin: Option<&str>) -> Result<Ws, (u16, String)> {
+        let origin: Vec<(&str, &str)> = origin.map(|o| ("origin", o)).into_iter().collect();
+        self.ws_with(path, &origin).await
+    }
+
+    /// Like [`Self::ws`], with any request headers (`host`, `origin`, ...).
+    pub async fn ws_with(&self, path: &str, headers: &[(&str, &str)]) -> Result<Ws, (u16, String)> {
         let mut req = format!("ws://{}{path}", self.addr)
             .into_client_request()
             .expect("a WebSocket request");
-        if let Some(o) = origin {
-            req.headers_mut()
-                .insert("origin", o.parse().expect("an origin header"));
+        for (k, v) in headers {
+            req.headers_mut().insert(
+                hyper::header::HeaderName::from_bytes(k.as_bytes()).expect("a header name"),
+                v.parse().expect("a header value"),
+            );
         }
         let tcp = TcpStream::connect(&self.addr)
             .await

@@ -63,9 +63,13 @@ enum NetworkCmd {
         #[command(flatten)]
         rt: RuntimeArgs,
     },
-    /// Destroy a network and every node on it.
+    /// Destroy a network and every node on it (with --all: every network, node and host object
+    /// of this prefix, for taking an instance off a host).
     Rm {
-        name: String,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+        #[arg(long)]
+        all: bool,
         #[command(flatten)]
         rt: RuntimeArgs,
     },
@@ -285,8 +289,23 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let net = rt.open().await?.create_network(&name).await?;
             println!("{}", serde_json::to_string(&net)?);
         }
-        Command::Network(NetworkCmd::Rm { name, rt }) => {
-            rt.open().await?.destroy_network(&name).await?;
+        Command::Network(NetworkCmd::Rm { name, all: _, rt }) => {
+            let runtime = rt.open().await?;
+            if let Some(name) = name {
+                runtime.destroy_network(&name).await?;
+            } else {
+                // --all (clap requires one or the other).
+                runtime.destroy_all().await?;
+                let cfg = runtime.config().clone();
+                drop(runtime);
+                let left = Runtime::leftovers(&cfg).await;
+                anyhow::ensure!(
+                    left.is_empty(),
+                    "left on the host: {}; see `ops/leakcheck {}`",
+                    left.join(", "),
+                    cfg.prefix
+                );
+            }
         }
         Command::Network(NetworkCmd::Ls { rt }) => {
             for n in rt.open().await?.networks() {

@@ -1,8 +1,10 @@
-//! The command line: `sandpit doctor` on this host, and clear messages for bad options.
+//! The command line: `sandpit doctor` on this host, clear messages for bad options, and
+//! `network rm --all` taking an instance off the host.
 
 use std::process::Command;
 
-use sandpit_tests::sandpit_bin;
+use sandbox::Runtime;
+use sandpit_tests::{sandpit_bin, test_config, CleanupGuard, TestRuntime};
 
 #[test]
 fn doctor_reports_a_usable_host_and_the_ipvs_consequences() {
@@ -38,4 +40,51 @@ fn bad_options_say_what_to_use() {
         e.contains("10.1.0.0/16"),
         "suggests the network address: {e}"
     );
+}
+
+/// A stopped instance leaves its nodes running and its parent cgroups in place (the next start
+/// adopts them); `network rm --all` removes every network, node and host object of its prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_rm_all_takes_an_instance_off_the_host() {
+    let (cfg, claim) = test_config();
+    let _cleanup = CleanupGuard(cfg.clone());
+    let inits: Vec<i32> = {
+        let mut t = TestRuntime::open(cfg.clone(), ()).await;
+        let mut nodes = t.session("a", 1).await;
+        nodes.extend(t.session("b", 1).await);
+        drop(t.rt.take()); // close without destroying
+        nodes.iter().map(|n| n.init_pid.expect("running")).collect()
+    };
+    assert!(!Runtime::leftovers(&cfg).await.is_empty());
+    // The node inits are this process's children (it ran their runtime): it reaps them as the
+    // command kills them, as a server's parent (init or a supervisor) would.
+    let reapers: Vec<_> = inits
+        .into_iter()
+        .map(|pid| {
+            std::thread::spawn(move || {
+                nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None)
+            })
+        })
+        .collect();
+    let out = Command::new(sandpit_bin())
+        .args(["network", "rm", "--all", "--no-registry"])
+        .arg("--state-dir")
+        .arg(cfg.state_dir.parent().expect("test dir"))
+        .arg("--images-dir")
+        .arg(&cfg.images_dir)
+        .args(["--default-image", &cfg.default_image])
+        .args(["--prefix", &cfg.prefix])
+        .args(["--subnet-pool", &cfg.subnet_pool.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for r in reapers {
+        r.join().unwrap().expect("reap a node init");
+    }
+    assert_eq!(Runtime::leftovers(&cfg).await, Vec::<String>::new());
+    drop(claim);
 }

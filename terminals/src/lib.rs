@@ -11,6 +11,7 @@
 //! Modules:
 //! - `ring`: the bounded output buffer and its offset arithmetic.
 //! - `pty`: the non-blocking PTY master (reads, writes, window size).
+//! - `reader`: moves PTY output into the ring, paced during floods.
 //! - `terminal`: the terminal's lifecycle: reader, writer, restarts, close, resize policy.
 //! - `viewer`: a viewer's cursor, skip-ahead and input handle.
 //! - `protocol`: the JSON control messages, query parameters and close codes.
@@ -21,6 +22,7 @@
 pub mod protocol;
 mod pty;
 mod pump;
+mod reader;
 mod ring;
 mod terminal;
 mod viewer;

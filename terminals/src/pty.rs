@@ -8,7 +8,8 @@
 //! keeps Ctrl-C responsive while we throttle a flood by not reading.
 //!
 //! The caller allocates the PTY (inside a node's own devpts for nodes) and hands us the master
-//! as an [`OwnedFd`]; here it becomes non-blocking and registered with tokio's reactor. When
+//! as an [`OwnedFd`]; here it becomes non-blocking and registered with tokio's reactor for
+//! writing (the reader in `reader.rs` watches its own descriptor for reading). When
 //! every slave descriptor is closed (the shell and its children exited), reads fail with `EIO`
 //! once the buffered output has been read.
 
@@ -38,7 +39,7 @@ pub enum PtyError {
     },
 }
 
-/// A PTY master in non-blocking mode, readable and writable from tasks.
+/// A PTY master in non-blocking mode, written to from tasks.
 #[derive(Debug)]
 pub(crate) struct Master {
     fd: AsyncFd<OwnedFd>,
@@ -49,13 +50,7 @@ impl Master {
     pub(crate) fn new(fd: OwnedFd) -> Result<Self, PtyError> {
         let flags = fcntl_getfl(&fd).map_err(|e| PtyError::NonBlocking(e.into()))?;
         fcntl_setfl(&fd, flags | OFlags::NONBLOCK).map_err(|e| PtyError::NonBlocking(e.into()))?;
-        // tokio 1.54 deprecates the safe constructor because an arbitrary `AsRawFd` type may
-        // close or swap its descriptor while registered; an `OwnedFd` owned by the `AsyncFd`
-        // cannot, which is exactly the contract of the `unsafe` replacement. Keeping the safe
-        // call keeps this crate free of `unsafe`.
-        #[allow(deprecated)]
-        let fd = AsyncFd::with_interest(fd, Interest::READABLE | Interest::WRITABLE)
-            .map_err(PtyError::Register)?;
+        let fd = register(fd, Interest::WRITABLE).map_err(PtyError::Register)?;
         Ok(Self { fd })
     }
 
@@ -74,9 +69,10 @@ impl Master {
         })
     }
 
-    /// The registered descriptor, for readiness-driven reads.
-    pub(crate) fn async_fd(&self) -> &AsyncFd<OwnedFd> {
-        &self.fd
+    /// Another descriptor of the master, for the reader thread (reads never go through the
+    /// async runtime).
+    pub(crate) fn try_clone(&self) -> io::Result<OwnedFd> {
+        self.fd.get_ref().try_clone()
     }
 
     /// Writes some of `data` once the line discipline has room; returns how much it took.
@@ -87,6 +83,16 @@ impl Master {
             })
             .await
     }
+}
+
+/// Registers `fd` with the reactor for `interest`.
+pub(crate) fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
+    // tokio 1.54 deprecates the safe constructor because an arbitrary `AsRawFd` type may
+    // close or swap its descriptor while registered; an `OwnedFd` owned by the `AsyncFd`
+    // cannot, which is exactly the contract of the `unsafe` replacement. Keeping the safe
+    // call keeps this crate free of `unsafe`.
+    #[allow(deprecated)]
+    AsyncFd::with_interest(fd, interest)
 }
 
 /// One non-blocking read; `WouldBlock` when nothing is buffered.

@@ -2,7 +2,8 @@
 //!
 //! [`Terminal::start`] asks a [`Spawner`] for a shell and starts two tasks:
 //!
-//! - the **supervisor** reads the PTY master into the [`Ring`](crate::Ring) and wakes viewers;
+//! - the **supervisor** reads the PTY master into the [`Ring`](crate::Ring) and wakes viewers
+//!   (through `reader.rs`, which paces itself during floods);
 //!   when the shell exits it writes a notice into the stream, starts a new shell (at most one
 //!   per `restart_interval`) and records a restart event at the offset where the new shell's
 //!   output begins; on [`Terminal::close`] it hangs the shell up, kills it and reaps it.
@@ -11,7 +12,7 @@
 //!   is serialised and a large paste is never dropped.
 //!
 //! Reading is bounded per terminal by a token bucket (`read_bytes_per_sec`): over budget the
-//! supervisor simply stops reading, the kernel's PTY buffer fills and the shell's writes block.
+//! reader simply stops reading, the kernel's PTY buffer fills and the shell's writes block.
 //! A flood (`yes`) thus costs at most that much server CPU, and Ctrl-C still works at once
 //! because the line discipline turns it into SIGINT on input, without anybody reading.
 //!
@@ -32,7 +33,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,7 @@ use tokio::process::Child;
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::pty::{self, Master, PtyError};
+use crate::reader::{Reader, READ_SIZE};
 use crate::ring::{Ring, RingError};
 use crate::viewer::{Viewer, ViewerState};
 
@@ -173,17 +175,8 @@ pub enum TerminalError {
     ReadOnly,
 }
 
-/// Bytes asked of the kernel per read: far more than a PTY hands out at once (about 4 KiB),
-/// so one read takes everything that is buffered.
-pub(crate) const READ_SIZE: usize = 64 << 10;
-/// Output is read into segments of this size and published as slices of them (no copy).
-const SEGMENT: usize = 256 << 10;
-/// Most bytes read per wake-up before viewers are told and other tasks get a turn.
-const BATCH: usize = 256 << 10;
 /// Input is queued in pieces of at most this size, so the queue is bounded in bytes.
 const INPUT_PIECE: usize = 64 << 10;
-/// Most output drained after the shell exited (its children may still write).
-const DRAIN_AFTER_EXIT: usize = 1 << 20;
 /// How long a shell may take to exit after SIGHUP before it is killed.
 const HANGUP_GRACE: Duration = Duration::from_millis(500);
 /// How long to wait for the shell's exit status after its PTY hung up.
@@ -452,7 +445,7 @@ impl Shared {
         self.changes.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    fn push_output(&self, chunk: Bytes) {
+    pub(crate) fn push_output(&self, chunk: Bytes) {
         self.state().ring.push(chunk);
         self.notify_viewers();
     }
@@ -549,7 +542,6 @@ enum RunEnd {
 /// The supervisor task: runs shells one after another until the terminal is closed.
 async fn supervise(shared: Arc<Shared>, spawner: Arc<dyn Spawner>, first: PtyProcess) {
     let mut next = Some(first);
-    let mut reader = Reader::new(shared.clone());
     let mut generation = 0u64;
     while let Some(process) = next.take() {
         generation += 1;
@@ -564,7 +556,7 @@ async fn supervise(shared: Arc<Shared>, spawner: Arc<dyn Spawner>, first: PtyPro
                     tracing::warn!(error = %e, "resize failed");
                 }
                 shared.shell.send_replace(Some(shell.clone()));
-                let end = run_shell(&shared, &shell, &mut child.0, &mut reader).await;
+                let end = run_shell(&shared, &shell, &mut child.0).await;
                 shared.shell.send_replace(None);
                 end
             }
@@ -647,37 +639,37 @@ async fn restart(
 }
 
 /// Reads one shell's output until it exits or the terminal closes.
-async fn run_shell(
-    shared: &Shared,
-    shell: &Shell,
-    child: &mut Child,
-    reader: &mut Reader,
-) -> RunEnd {
-    loop {
-        tokio::select! {
-            biased;
-            _ = shared.close.notified() => return RunEnd::Closed,
-            status = child.wait() => {
-                // Whatever it printed before exiting is still in the PTY.
-                reader.drain(&shell.master);
-                return RunEnd::Exited(status.ok());
+async fn run_shell(shared: &Arc<Shared>, shell: &Shell, child: &mut Child) -> RunEnd {
+    let master = match shell.master.try_clone() {
+        Ok(master) => master,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the shell's pty");
+            shared.push_notice(&format!("cannot read the shell's terminal: {e}"));
+            child.start_kill().ok();
+            return RunEnd::Exited(child.wait().await.ok());
+        }
+    };
+    let mut reader = Reader::new(shared.clone(), master, shared.opts.read_bytes_per_sec);
+    tokio::select! {
+        biased;
+        _ = shared.close.notified() => RunEnd::Closed,
+        status = child.wait() => {
+            // Whatever it printed before exiting is still in the PTY.
+            reader.drain();
+            RunEnd::Exited(status.ok())
+        }
+        e = reader.run() => {
+            if !pty::is_hangup(&e) {
+                tracing::warn!(error = %e, "pty read failed");
             }
-            read = reader.step(&shell.master) => match read {
-                Ok(()) => {}
-                Err(e) => {
-                    if !pty::is_hangup(&e) {
-                        tracing::warn!(error = %e, "pty read failed");
-                    }
-                    // The slave side is closed: the shell is exiting (or gave up its terminal).
-                    return match tokio::time::timeout(EXIT_AFTER_HANGUP, child.wait()).await {
-                        Ok(status) => RunEnd::Exited(status.ok()),
-                        Err(_) => {
-                            child.start_kill().ok();
-                            RunEnd::Exited(child.wait().await.ok())
-                        }
-                    };
+            // The slave side is closed: the shell is exiting (or gave up its terminal).
+            match tokio::time::timeout(EXIT_AFTER_HANGUP, child.wait()).await {
+                Ok(status) => RunEnd::Exited(status.ok()),
+                Err(_) => {
+                    child.start_kill().ok();
+                    RunEnd::Exited(child.wait().await.ok())
                 }
-            },
+            }
         }
     }
 }
@@ -705,137 +697,6 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         // Fails harmlessly when the child was already reaped.
         self.0.start_kill().ok();
-    }
-}
-
-/// Moves PTY output into the ring: big reads into a shared segment, published as slices.
-struct Reader {
-    shared: Arc<Shared>,
-    /// Free space to read into; `split_to` hands the filled front to the ring without copying.
-    segment: BytesMut,
-    filled: usize,
-    budget: TokenBucket,
-}
-
-impl Reader {
-    fn new(shared: Arc<Shared>) -> Self {
-        let budget = TokenBucket::new(shared.opts.read_bytes_per_sec);
-        Self {
-            shared,
-            segment: BytesMut::zeroed(SEGMENT),
-            filled: 0,
-            budget,
-        }
-    }
-
-    /// Room for one full read, publishing first when the segment is used up.
-    fn space(&mut self) -> &mut [u8] {
-        if self.segment.len() - self.filled < READ_SIZE {
-            self.publish();
-            self.segment = BytesMut::zeroed(SEGMENT);
-        }
-        &mut self.segment[self.filled..self.filled + READ_SIZE]
-    }
-
-    fn publish(&mut self) {
-        if self.filled > 0 {
-            let chunk = self.segment.split_to(self.filled).freeze();
-            self.filled = 0;
-            self.shared.push_output(chunk);
-        }
-    }
-
-    /// Waits for output (and for read budget), then reads what is there, up to a batch.
-    /// Cancel-safe: read bytes are published before any await.
-    async fn step(&mut self, master: &Master) -> io::Result<()> {
-        if let Some(wait) = self.budget.wait() {
-            tokio::time::sleep(wait).await;
-        }
-        let mut ready = master.async_fd().readable().await?;
-        let mut batch = 0;
-        let result = loop {
-            let space = self.space();
-            match ready.try_io(|fd| pty::read(fd.get_ref(), space)) {
-                Ok(Ok(0)) => break Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(Ok(n)) => {
-                    self.filled += n;
-                    batch += n;
-                    self.budget.spend(n);
-                    if batch >= BATCH || self.budget.is_empty() {
-                        break Ok(());
-                    }
-                }
-                // EIO once the shell side is closed and everything was read.
-                Ok(Err(e)) => break Err(e),
-                // Drained: readiness is cleared and the next step waits for more.
-                Err(_would_block) => break Ok(()),
-            }
-        };
-        self.publish();
-        result
-    }
-
-    /// Reads what is buffered without waiting (after the shell exited).
-    fn drain(&mut self, master: &Master) {
-        let mut total = 0;
-        while total < DRAIN_AFTER_EXIT {
-            let space = self.space();
-            match pty::read(master.async_fd().get_ref(), space) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    self.filled += n;
-                    total += n;
-                }
-            }
-        }
-        self.publish();
-    }
-}
-
-/// The read budget: refills at `rate` bytes per second up to a burst of 1/20 s.
-struct TokenBucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    fn new(bytes_per_sec: u64) -> Self {
-        let rate = bytes_per_sec as f64;
-        let burst = (rate / 20.0).max(2.0 * READ_SIZE as f64);
-        Self {
-            rate,
-            burst,
-            tokens: burst,
-            last: Instant::now(),
-        }
-    }
-
-    fn refill(&mut self) {
-        let now = Instant::now();
-        let earned = now.duration_since(self.last).as_secs_f64() * self.rate;
-        self.tokens = (self.tokens + earned).min(self.burst);
-        self.last = now;
-    }
-
-    fn spend(&mut self, n: usize) {
-        self.tokens -= n as f64;
-    }
-
-    fn is_empty(&self) -> bool {
-        self.tokens <= 0.0
-    }
-
-    /// How long to pause before reading again, if over budget: until a full read is affordable.
-    fn wait(&mut self) -> Option<Duration> {
-        self.refill();
-        if self.tokens > 0.0 {
-            return None;
-        }
-        Some(Duration::from_secs_f64(
-            (READ_SIZE as f64 - self.tokens) / self.rate,
-        ))
     }
 }
 
@@ -963,23 +824,5 @@ mod tests {
             (None, Some(20), Some(30))
         );
         assert_eq!(events.first_at_or_after(25), 3);
-    }
-
-    #[test]
-    fn the_read_budget_refills_at_its_rate() {
-        let mut bucket = TokenBucket::new(1 << 20);
-        // A burst of at least two full reads is allowed at once.
-        assert!(bucket.wait().is_none());
-        bucket.spend(2 * READ_SIZE);
-        assert!(bucket.is_empty());
-        bucket.spend(READ_SIZE);
-        // Over budget by one read: wait until two reads' worth has come back.
-        let wait = bucket.wait().expect("over budget");
-        let expected = 2.0 * READ_SIZE as f64 / (1 << 20) as f64;
-        assert!((wait.as_secs_f64() - expected).abs() < 0.01, "{wait:?}");
-        // Time passing refills it.
-        bucket.last -= Duration::from_secs(1);
-        assert!(bucket.wait().is_none());
-        assert!(bucket.tokens <= bucket.burst);
     }
 }

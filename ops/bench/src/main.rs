@@ -36,6 +36,9 @@ use sandbox::{
 };
 use serde_json::{json, Value};
 
+mod stats;
+use stats::{median, round1, round_all, sorted};
+
 /// Where bench state lives. Node directories must be traversable by the nodes' unprivileged
 /// root, so not a private (0700) temp dir.
 const BENCH_ROOT: &str = "/var/tmp/sandpit-bench";
@@ -636,30 +639,6 @@ fn mem_available_mib() -> Option<f64> {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
-}
-
-fn round_all(xs: &[f64]) -> Vec<f64> {
-    xs.iter().copied().map(round1).collect()
-}
-
-fn sorted(xs: &[f64]) -> Vec<f64> {
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    v
-}
-
-/// The middle value, or the mean of the two middle values.
-fn median(xs: &[f64]) -> f64 {
-    let v = sorted(xs);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
 
 /// Nearest-rank percentile: the smallest sample with at least `p`% of the samples at or below

@@ -38,6 +38,9 @@ use nix::pty::openpty;
 use nix::sys::resource::{getrusage, UsageWho};
 use serde_json::json;
 
+mod stats;
+use stats::{median, round1, round_all};
+
 /// The output termbench's throughput scenario asks for.
 const PRODUCER: &str = "head -c 50000000 /dev/zero | base64 -w 100";
 /// Bytes asked per read (a PTY hands out at most about 4 KiB).
@@ -139,8 +142,8 @@ fn run_all(args: &Args) -> Result<()> {
             "MB_per_cpu_s": round1(median(&per_cpu)),
             "MBps": round1(median(&rate)),
             "avg_read_B": median(&avg_read).round(),
-            "all_MB_per_cpu_s": per_cpu.iter().map(|v| round1(*v)).collect::<Vec<_>>(),
-            "all_MBps": rate.iter().map(|v| round1(*v)).collect::<Vec<_>>(),
+            "all_MB_per_cpu_s": round_all(&per_cpu),
+            "all_MBps": round_all(&rate),
             "reps": runs.len(),
             "cpus": thread::available_parallelism().map_or(0, |n| n.get()),
         });
@@ -242,18 +245,4 @@ fn thread_cpu() -> Result<f64> {
     let usage = getrusage(UsageWho::RUSAGE_THREAD)?;
     let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
     Ok(secs(usage.user_time()) + secs(usage.system_time()))
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-fn round1(v: f64) -> f64 {
-    (v * 10.0).round() / 10.0
 }

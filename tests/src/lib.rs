@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::Output;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -45,6 +46,24 @@ pub fn sandpit_bin() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// The `sandpit` options that open the runtime of `cfg` (state, images, prefix, addresses),
+/// as `serve` and the other commands take them.
+pub fn runtime_args(cfg: &RuntimeConfig) -> Vec<OsString> {
+    let state_dir = cfg.state_dir.parent().expect("test dir");
+    vec![
+        "--state-dir".into(),
+        state_dir.into(),
+        "--images-dir".into(),
+        cfg.images_dir.clone().into(),
+        "--default-image".into(),
+        cfg.default_image.clone().into(),
+        "--prefix".into(),
+        cfg.prefix.clone().into(),
+        "--subnet-pool".into(),
+        cfg.subnet_pool.to_string().into(),
+    ]
 }
 
 /// A lock file that claims a /16 of 10.x for one test runtime.

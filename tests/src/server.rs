@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::{sandpit_bin, test_config, CleanupGuard, TestRuntime};
+use crate::{runtime_args, sandpit_bin, test_config, CleanupGuard, TestRuntime};
 
 /// How long a single request, or the wait for one expected thing, may take.
 pub const PATIENCE: Duration = Duration::from_secs(60);
@@ -101,13 +101,7 @@ impl TestServer {
         let mut child = Command::new(sandpit_bin())
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(cfg.registry.is_none().then_some("--no-registry"))
-            .arg("--state-dir")
-            .arg(cfg.state_dir.parent().expect("test dir"))
-            .arg("--images-dir")
-            .arg(&cfg.images_dir)
-            .args(["--default-image", &cfg.default_image])
-            .args(["--prefix", &cfg.prefix])
-            .args(["--subnet-pool", &cfg.subnet_pool.to_string()])
+            .args(runtime_args(cfg))
             .args([
                 "--node-memory-mib",
                 &(cfg.limits.memory_bytes >> 20).to_string(),
@@ -378,6 +372,12 @@ impl TestServer {
         s
     }
 
+    /// Creates a session with the defaults, which must succeed; returns its id.
+    pub async fn session_id(&self) -> String {
+        let s = self.session(serde_json::json!({})).await;
+        s["id"].as_str().expect("a session id").to_owned()
+    }
+
     /// Adds a node to session `sid`, which must succeed.
     pub async fn node(&self, sid: &str) -> Value {
         let (status, n) = self
@@ -548,14 +548,17 @@ fn init_zombie(leftover: &str) -> bool {
         return false;
     };
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(str::trim)
-            .unwrap_or_default()
-    };
+    let field = |name| status_field(&status, name);
     field("State:").starts_with('Z') && field("PPid:") == "1"
+}
+
+/// The value of field `name` (with its colon) in the text of a `/proc/<pid>/status`, or "".
+fn status_field<'a>(status: &'a str, name: &str) -> &'a str {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(str::trim)
+        .unwrap_or_default()
 }
 
 /// Reaps zombie children of this process that are in a node's pid namespace (two or more
@@ -574,14 +577,7 @@ fn reap_adopted(cgroup_parent: &str) {
         let Ok(status) = std::fs::read_to_string(p.path().join("status")) else {
             continue;
         };
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(str::trim)
-                .unwrap_or_default()
-                .to_string()
-        };
+        let field = |name| status_field(&status, name);
         let zombie = field("State:").starts_with('Z');
         let nested = field("NSpid:").split_whitespace().count() >= 2;
         if !zombie || field("PPid:") != me {

@@ -319,10 +319,7 @@ async fn every_route_answers_and_refuses_with_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_and_upload() {
     let srv = TestServer::start(&["--max-upload-mib", "1"]);
-    let sid = srv.session(json!({})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let sid = srv.session_id().await;
     srv.node(&sid).await;
     let exec = format!("/api/sessions/{sid}/nodes/node1/exec");
 
@@ -485,10 +482,7 @@ async fn exec_and_upload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timed_out_exec_is_killed_and_its_node_still_goes() {
     let srv = TestServer::start(&[]);
-    let sid = srv.session(json!({})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let sid = srv.session_id().await;
     srv.node(&sid).await;
     let exec = format!("/api/sessions/{sid}/nodes/node1/exec");
     // The answer comes in time, and the command is gone afterwards.
@@ -778,10 +772,7 @@ async fn a_3m2w_session_is_a_five_node_swarm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_concurrent_node_creations_stay_within_the_limit() {
     let srv = TestServer::start(&[]);
-    let sid = srv.session(json!({})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let sid = srv.session_id().await;
     let path = format!("/api/sessions/{sid}/nodes");
     let replies = futures_util::future::join_all((0..10).map(|_| srv.post(&path, json!({})))).await;
     let mut made: Vec<String> = Vec::new();
@@ -828,14 +819,8 @@ async fn ten_concurrent_node_creations_stay_within_the_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_per_client_and_capacity() {
     let srv = TestServer::start(&["--sessions-per-client", "2", "--capacity", "1"]);
-    let a = srv.session(json!({})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let b = srv.session(json!({})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let a = srv.session_id().await;
+    let b = srv.session_id().await;
     let e = refused(
         srv.post("/api/sessions", json!({})).await,
         429,
@@ -926,10 +911,7 @@ async fn admin_routes_need_their_token() {
 
     let token = "s3cret-token-for-tests";
     let srv = TestServer::start(&["--admin-token", token]);
-    let sid = srv.session(json!({})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let sid = srv.session_id().await;
     for auth in [
         "",
         "Bearer ",
@@ -998,10 +980,7 @@ async fn admin_routes_need_their_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websockets_from_other_origins_are_refused() {
     let srv = TestServer::start(&["--allowed-origin", "https://workshop.example"]);
-    let sid = srv.session(json!({})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let sid = srv.session_id().await;
     let events = format!("/api/sessions/{sid}/events");
     let own = format!("http://{}", srv.addr());
     for origin in [
@@ -1150,10 +1129,7 @@ async fn a_killed_server_comes_back_to_its_sessions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_and_the_next_server_adopts_the_nodes() {
     let mut srv = TestServer::start(&[]);
-    let sid = srv.session(json!({})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let sid = srv.session_id().await;
     srv.node(&sid).await;
     srv.sh(&sid, "node1", "echo kept > /root/mark").await;
     let mut ev = srv.events(&sid).await;

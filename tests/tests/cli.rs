@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use sandbox::Runtime;
-use sandpit_tests::{sandpit_bin, test_config, CleanupGuard, TestRuntime};
+use sandpit_tests::{runtime_args, sandpit_bin, test_config, CleanupGuard, TestRuntime};
 
 #[test]
 fn doctor_reports_a_usable_host_and_the_ipvs_consequences() {
@@ -68,13 +68,7 @@ async fn network_rm_all_takes_an_instance_off_the_host() {
         .collect();
     let out = Command::new(sandpit_bin())
         .args(["network", "rm", "--all", "--no-registry"])
-        .arg("--state-dir")
-        .arg(cfg.state_dir.parent().expect("test dir"))
-        .arg("--images-dir")
-        .arg(&cfg.images_dir)
-        .args(["--default-image", &cfg.default_image])
-        .args(["--prefix", &cfg.prefix])
-        .args(["--subnet-pool", &cfg.subnet_pool.to_string()])
+        .args(runtime_args(&cfg))
         .output()
         .unwrap();
     assert!(

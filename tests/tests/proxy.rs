@@ -121,10 +121,7 @@ async fn published_ports_are_served_by_host_name_and_by_path() {
     let srv = TestServer::start_with_registry(&[]);
     let addr = srv.addr().to_string();
 
-    let sid = srv.session(json!({})).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let sid = srv.session_id().await;
     let n = srv.node(&sid).await;
     assert_eq!(n["name"], "node1", "{n}");
     assert_eq!(n["ports"], json!([]));
@@ -276,10 +273,7 @@ async fn published_ports_are_served_by_host_name_and_by_path() {
     drop(ws);
 
     // A node of another session, an unknown session, a port nothing listens on, no port.
-    let other = srv.session(json!({})).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let other = srv.session_id().await;
     for (what, path, host) in [
         ("by path", format!("/p/{other}/node1/8080/"), addr.clone()),
         (

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use sandpit_tests::{sha256_hex, TestServer, Ws};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -140,10 +140,7 @@ fn tail(b: &[u8]) -> String {
 
 /// A server with one session of `nodes` nodes; the session id.
 async fn session(s: &TestServer, nodes: usize) -> String {
-    let sid = s.session(json!({})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let sid = s.session_id().await;
     for _ in 0..nodes {
         s.node(&sid).await;
     }

@@ -23,7 +23,7 @@ struct ReasonLabel {
     reason: String,
 }
 
-pub(crate) struct Metrics {
+pub struct Metrics {
     registry: Registry,
     sessions: Gauge,
     nodes: Gauge,

@@ -18,10 +18,9 @@
 //! [`SETTLE`], since its stream is not read while the task waits. A supervisor starts and stops
 //! the per-node tasks as nodes come and go.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,12 +29,10 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-use tokio::task::JoinHandle;
+use sandbox::Runtime;
 
-use crate::session::Sessions;
+use crate::node_runtime::PortsReport;
 
-/// How often the supervisor looks for new and removed nodes.
-const SCAN: Duration = Duration::from_secs(1);
 /// A listing without events, in case an event was missed.
 const RESYNC: Duration = Duration::from_secs(30);
 /// Wait after an event before listing, so a burst of events costs one listing.
@@ -49,65 +46,18 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest listing read (a node with thousands of containers).
 const MAX_LISTING: usize = 8 << 20;
 
-/// Starts the supervisor; it stops when the sessions are dropped.
-pub(crate) fn start(sessions: &Arc<Sessions>) {
-    let weak = Arc::downgrade(sessions);
-    tokio::spawn(supervise(weak));
-}
-
-/// A node's task and the PID 1 it follows (a restarted node gets a new task).
-struct Watch {
-    init_pid: i32,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn supervise(weak: Weak<Sessions>) {
-    let mut watches: HashMap<(String, String), Watch> = HashMap::new();
-    let mut tick = tokio::time::interval(SCAN);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Keeps one node's ports up to date until the future is dropped (see the module docs).
+pub(crate) async fn follow(runtime: Arc<Runtime>, network: String, name: String, report: PortsReport) {
     loop {
-        tick.tick().await;
-        let Some(sessions) = weak.upgrade() else {
-            return;
-        };
-        let mut live = HashMap::new();
-        for (sid, name) in sessions.running_nodes() {
-            let pid = sessions.runtime().node(&sid, &name).and_then(|n| {
-                (n.status == sandbox::NodeStatus::Running)
-                    .then_some(n.init_pid)
-                    .flatten()
-            });
-            if let Some(pid) = pid {
-                live.insert((sid, name), pid);
-            }
+        let init_pid = runtime.node(&network, &name).and_then(|n| {
+            (n.status == sandbox::NodeStatus::Running)
+                .then_some(n.init_pid)
+                .flatten()
+        });
+        if let Some(pid) = init_pid {
+            let err = follow_engine(pid, &report).await;
+            tracing::debug!(session = %network, node = %name, error = %err, "node engine not followed");
         }
-        drop(sessions);
-        watches.retain(|key, w| live.get(key) == Some(&w.init_pid));
-        for (key, init_pid) in live {
-            watches.entry(key.clone()).or_insert_with(|| Watch {
-                init_pid,
-                task: tokio::spawn(follow_node(weak.clone(), key.0, key.1, init_pid)),
-            });
-        }
-    }
-}
-
-/// Keeps one node's ports up to date until the task is aborted.
-async fn follow_node(weak: Weak<Sessions>, sid: String, name: String, init_pid: i32) {
-    let report = |ports: Vec<u16>| {
-        if let Some(s) = weak.upgrade() {
-            s.set_ports(&sid, &name, ports);
-        }
-    };
-    loop {
-        let err = follow_engine(init_pid, &report).await;
-        tracing::debug!(session = %sid, node = %name, error = %err, "node engine not followed");
         // No engine, no running containers.
         report(Vec::new());
         tokio::time::sleep(RETRY).await;
@@ -115,7 +65,7 @@ async fn follow_node(weak: Weak<Sessions>, sid: String, name: String, init_pid: 
 }
 
 /// Follows the engine's events and reports the ports; returns why it stopped.
-async fn follow_engine(init_pid: i32, report: &impl Fn(Vec<u16>)) -> String {
+async fn follow_engine(init_pid: i32, report: &PortsReport) -> String {
     let mut events = match open_events(init_pid).await {
         Ok(body) => body,
         Err(e) => return e,

@@ -11,17 +11,18 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use crate::api::{app, AppState};
+use crate::cli::RuntimeArgs;
 use crate::metrics::Metrics;
-use crate::session::{SessionConfig, Sessions};
+use crate::routes::{app, AppState, MAX_UPLOADS};
+use crate::sandbox_runtime::SandboxRuntime;
+use crate::sessions::{SessionConfig, Sessions};
 use crate::store::Store;
-use crate::RuntimeArgs;
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(10);
 
 #[derive(Args)]
-pub(crate) struct ServeArgs {
+pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, env = "SANDPIT_LISTEN", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
@@ -82,13 +83,13 @@ fn default_capacity() -> usize {
     ((total << 10) / (384 << 20)).max(1) as usize
 }
 
-pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Handlers first: a signal that arrives once we said we are ready must drain, not kill.
     let shutdown = shutdown_signal()?;
     if args.session_secs == 0 || args.session_secs > args.session_max_secs {
         anyhow::bail!("--session-secs must be between 1 and --session-max-secs");
     }
-    let runtime = Arc::new(args.rt.open().await?);
+    let runtime = Arc::new(SandboxRuntime::new(Arc::new(args.rt.open().await?)));
     let store_path = args.rt.state_dir.join("sandpit.db");
     let store = Store::open(&store_path)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -111,13 +112,12 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
     };
-    let sessions = Sessions::new(runtime.clone(), store, cfg, metrics.clone());
+    let sessions = Sessions::new(runtime, store, cfg, metrics.clone());
     sessions
         .recover()
         .await
         .context("recover the sessions of the store")?;
     sessions.start_background();
-    crate::ports::start(&sessions);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let state = AppState {
         sessions: sessions.clone(),
@@ -125,7 +125,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         admin_token: args.admin_token.clone(),
         allowed_origins: args.allowed_origins.clone(),
         max_upload_bytes: args.max_upload_mib << 20,
-        uploads: Arc::new(tokio::sync::Semaphore::new(crate::api::MAX_UPLOADS)),
+        uploads: Arc::new(tokio::sync::Semaphore::new(MAX_UPLOADS)),
         shutdown: stop_rx.clone(),
     };
     let (live_sessions, session_nodes, _) = sessions.counts();

@@ -16,7 +16,7 @@ use rusqlite::{params, Connection};
 /// A failed store operation.
 #[derive(Debug, thiserror::Error)]
 #[error("session store {path}: {what}: {source}")]
-pub(crate) struct StoreError {
+pub struct StoreError {
     path: PathBuf,
     what: &'static str,
     #[source]
@@ -25,7 +25,7 @@ pub(crate) struct StoreError {
 
 /// A session as stored.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct SessionRow {
+pub struct SessionRow {
     pub id: String,
     pub created_at: i64,
     pub expires_at: i64,
@@ -36,14 +36,14 @@ pub(crate) struct SessionRow {
 
 /// A node as stored.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct NodeRow {
+pub struct NodeRow {
     pub session: String,
     pub name: String,
     pub image: String,
     pub role: Option<String>,
 }
 
-pub(crate) struct Store {
+pub struct Store {
     path: PathBuf,
     conn: Mutex<Connection>,
 }
@@ -122,10 +122,12 @@ impl Store {
         })
     }
 
-    pub fn set_expiry(&self, id: &str, expires_at: i64) -> Result<(), StoreError> {
+    /// Moves a session's expiry to `expires_at` unless it is later already: two extensions
+    /// written in either order leave the later one.
+    pub fn extend_expiry(&self, id: &str, expires_at: i64) -> Result<(), StoreError> {
         self.with("update expiry", |c| {
             c.execute(
-                "UPDATE sessions SET expires_at = ?2 WHERE id = ?1",
+                "UPDATE sessions SET expires_at = MAX(expires_at, ?2) WHERE id = ?1",
                 params![id, expires_at],
             )
             .map(drop)
@@ -232,7 +234,8 @@ mod tests {
                 role: Some("manager".into()),
             })
             .unwrap();
-            s.set_expiry("a", 25).unwrap();
+            s.extend_expiry("a", 25).unwrap();
+            s.extend_expiry("a", 22).unwrap();
         }
         let s = Store::open(&path).unwrap();
         let all = s.sessions().unwrap();

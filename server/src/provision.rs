@@ -1,49 +1,51 @@
-//! Session templates: a ready swarm in one request.
+//! Provisioning above [`Sessions`]: a session from a template is a ready swarm in one request.
 //!
 //! The nodes start in parallel; then the first manager runs `docker swarm init` on its session
 //! address, the other managers join one after another (each join changes the raft membership,
 //! which Docker wants done one at a time) and the workers join in parallel. The session answers
-//! once every node is in the swarm. Any failed step is reported by name and the caller tears
-//! the whole session down.
+//! once every node is in the swarm. Any failed step is reported by name and the whole session
+//! is torn down.
 
-use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crate::exec::{self, ExecRequest};
-use crate::session::{Role, SessionError, Sessions};
+use crate::sessions::{SessionError, Sessions};
+use crate::wire::{CreateSession, ExecRequest, Role, SessionView, Template};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum Template {
-    /// One manager and one worker.
-    #[serde(rename = "1m1w")]
-    OneManagerOneWorker,
-    /// Three managers and two workers.
-    #[serde(rename = "3m2w")]
-    ThreeManagersTwoWorkers,
-    /// Five managers.
-    #[serde(rename = "5m")]
-    FiveManagers,
+/// How long one docker command of a template may take.
+const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The role of each node of a template, in node order; the first is always a manager.
+pub fn roles(t: Template) -> Vec<Role> {
+    let (m, w) = match t {
+        Template::OneManagerOneWorker => (1, 1),
+        Template::ThreeManagersTwoWorkers => (3, 2),
+        Template::FiveManagers => (5, 0),
+    };
+    std::iter::repeat_n(Role::Manager, m)
+        .chain(std::iter::repeat_n(Role::Worker, w))
+        .collect()
 }
 
-impl Template {
-    pub fn name(self) -> &'static str {
-        match self {
-            Template::OneManagerOneWorker => "1m1w",
-            Template::ThreeManagersTwoWorkers => "3m2w",
-            Template::FiveManagers => "5m",
-        }
+/// Creates a session and, when it names a template, its nodes and swarm; a template that
+/// fails ends the whole session and the error names the step.
+pub async fn create_session(
+    s: &Arc<Sessions>,
+    req: CreateSession,
+    client: IpAddr,
+) -> Result<SessionView, SessionError> {
+    let started = Instant::now();
+    let view = s.create(req.duration_secs, req.template, client).await?;
+    let Some(t) = req.template else {
+        return Ok(view);
+    };
+    if let Err(e) = form(s, &view.id, t).await {
+        return Err(s.abandon(&view.id, e).await);
     }
-
-    /// The role of each node, in node order; the first is always a manager.
-    pub fn roles(self) -> Vec<Role> {
-        let (m, w) = match self {
-            Template::OneManagerOneWorker => (1, 1),
-            Template::ThreeManagersTwoWorkers => (3, 2),
-            Template::FiveManagers => (5, 0),
-        };
-        std::iter::repeat_n(Role::Manager, m)
-            .chain(std::iter::repeat_n(Role::Worker, w))
-            .collect()
-    }
+    s.metrics()
+        .observe_create("session_template", started.elapsed());
+    s.view(&view.id)
 }
 
 fn step_error(step: impl Into<String>, message: impl std::fmt::Display) -> SessionError {
@@ -75,14 +77,18 @@ async fn docker(
     let req = ExecRequest {
         cmd,
         stdin: None,
-        timeout_secs: Some(60),
+        timeout_secs: Some(STEP_TIMEOUT.as_secs()),
     };
-    let r = exec::run(s.runtime(), sid, node, req)
+    let r = s
+        .exec(sid, node, req)
         .await
         .map_err(|e| step_error(step, e))?;
     match r.exit_code {
         Some(0) => Ok(r.stdout.trim().to_string()),
-        _ if r.timed_out => Err(step_error(step, "timed out after 60s")),
+        _ if r.timed_out => Err(step_error(
+            step,
+            format!("timed out after {}s", STEP_TIMEOUT.as_secs()),
+        )),
         code => Err(step_error(
             step,
             format!("exit status {code:?}: {}", r.stderr.trim()),
@@ -96,8 +102,8 @@ type Swarm = Result<(String, String, String), String>;
 /// Creates the template's nodes in session `sid` and forms the swarm. Work overlaps: the first
 /// node initialises the swarm as soon as it is ready, while the others are still starting, and
 /// each of them joins as soon as both it and the swarm are ready.
-pub(crate) async fn form(s: &Sessions, sid: &str, t: Template) -> Result<(), SessionError> {
-    let roles = t.roles();
+async fn form(s: &Sessions, sid: &str, t: Template) -> Result<(), SessionError> {
+    let roles = roles(t);
     s.progress(sid, format!("creating {} nodes", roles.len()));
     let (swarm_tx, swarm_rx) = tokio::sync::watch::channel::<Option<Swarm>>(None);
     let manager_joins = tokio::sync::Mutex::new(());
@@ -115,7 +121,7 @@ pub(crate) async fn form(s: &Sessions, sid: &str, t: Template) -> Result<(), Ses
         let mut rx = swarm_rx.clone();
         let manager_joins = &manager_joins;
         async move {
-            let node = s.add_node(sid, None, None).await.map_err(create_error)?;
+            let node = s.add_node(sid, None).await.map_err(create_error)?;
             let swarm = rx.wait_for(Option::is_some).await.map(|v| v.clone());
             let Ok(Some(Ok((manager_token, worker_token, remote)))) = swarm else {
                 // The leader's error is the one to report.
@@ -153,7 +159,7 @@ pub(crate) async fn form(s: &Sessions, sid: &str, t: Template) -> Result<(), Ses
 
 /// Creates the first node and initialises the swarm on it; the join tokens and address.
 async fn init(s: &Sessions, sid: &str) -> Result<(String, String, String), SessionError> {
-    let node = s.add_node(sid, None, None).await.map_err(create_error)?;
+    let node = s.add_node(sid, None).await.map_err(create_error)?;
     let ip = node
         .ip
         .ok_or_else(|| step_error("swarm init", "the first node has no address"))?
@@ -197,7 +203,7 @@ mod tests {
         for (name, m, w) in [("1m1w", 1, 1), ("3m2w", 3, 2), ("5m", 5, 0)] {
             let t: Template = serde_json::from_str(&format!("\"{name}\"")).unwrap();
             assert_eq!(t.name(), name);
-            let roles = t.roles();
+            let roles = roles(t);
             assert_eq!(roles[0], Role::Manager);
             assert_eq!(roles.iter().filter(|r| **r == Role::Manager).count(), m);
             assert_eq!(roles.iter().filter(|r| **r == Role::Worker).count(), w);

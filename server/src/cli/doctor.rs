@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use sandbox::doctor::{self, Status};
 
-use crate::RuntimeArgs;
+use super::RuntimeArgs;
 
 pub(crate) fn run(rt: &RuntimeArgs) -> ExitCode {
     let input = doctor::Input {

@@ -1,0 +1,76 @@
+//! The HTTP surface (`docs/api.md`): [`app`] builds every route, one file per resource.
+//! Handlers parse, call one [`crate::Sessions`] method and serialise; failures are
+//! [`crate::error::ApiError`]s. Requests whose host names a node's port never reach the routes:
+//! the port proxy (`proxy/`) sits in front of them.
+
+mod admin;
+mod events;
+mod extract;
+mod nodes;
+mod proxy;
+mod sessions;
+mod state;
+mod terminals;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{any, get, post, put};
+use axum::Router;
+
+use crate::error::ApiError;
+pub use state::{AppState, MAX_UPLOADS};
+
+/// Largest JSON request body.
+const MAX_JSON_BODY: usize = 64 << 10;
+
+/// The routes, as a function so tests can drive them.
+pub fn app(state: AppState) -> Router {
+    let node = "/api/sessions/{sid}/nodes/{node}";
+    Router::new()
+        .route("/healthz", get(admin::healthz))
+        .route("/metrics", get(admin::metrics))
+        .route("/api/sessions", post(sessions::create))
+        .route(
+            "/api/sessions/{sid}",
+            get(sessions::get).delete(sessions::delete),
+        )
+        .route("/api/sessions/{sid}/extend", post(sessions::extend))
+        .route("/api/sessions/{sid}/nodes", post(sessions::add_node))
+        .route("/api/sessions/{sid}/events", get(events::events))
+        .route(node, get(nodes::get).delete(nodes::delete))
+        .route(&format!("{node}/exec"), post(nodes::exec))
+        .route(
+            &format!("{node}/files"),
+            put(nodes::upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route(&format!("{node}/terminal"), get(terminals::terminal))
+        .route("/api/admin/sessions", get(admin::sessions))
+        .route("/api/admin/drain", post(admin::drain))
+        .route("/api/{*rest}", any(no_route))
+        // A known route with another method: a JSON 405 like every other API error.
+        .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            extract::same_origin_writes,
+        ))
+        // Only the page is compressed: proxied answers stream as the node's server sent them.
+        .merge(crate::assets::router().layer(tower_http::compression::CompressionLayer::new()))
+        .merge(proxy::routes())
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        // Requests at debug level; a user's app answering 5xx through the proxy is no server
+        // failure, and API failures are logged where they are handled (`crate::error`).
+        .layer(tower_http::trace::TraceLayer::new_for_http().on_failure(()))
+        .with_state(state.clone())
+        .layer(axum::middleware::from_fn_with_state(state, proxy::by_host))
+}
+
+async fn no_route() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such route; see docs/api.md")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this route does not take that method; see docs/api.md",
+    )
+}

@@ -1,0 +1,93 @@
+//! `/api/sessions/{sid}/nodes/{node}`: a node's view, removal, commands and file uploads.
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+
+use super::extract::JsonBody;
+use super::state::AppState;
+use crate::error::ApiError;
+use crate::wire::ExecRequest;
+
+/// The path's session and node; a malformed id is simply an unknown session.
+#[derive(Deserialize)]
+pub struct NodePath {
+    pub sid: String,
+    pub node: String,
+}
+
+pub async fn get(State(s): State<AppState>, Path(p): Path<NodePath>) -> Result<Response, ApiError> {
+    Ok(Json(s.sessions.node(&p.sid, &p.node)?).into_response())
+}
+
+pub async fn delete(
+    State(s): State<AppState>,
+    Path(p): Path<NodePath>,
+) -> Result<StatusCode, ApiError> {
+    s.sessions.remove_node(&p.sid, &p.node).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn exec(
+    State(s): State<AppState>,
+    Path(p): Path<NodePath>,
+    JsonBody(req): JsonBody<ExecRequest>,
+) -> Result<Response, ApiError> {
+    Ok(Json(s.sessions.exec(&p.sid, &p.node, req).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadQuery {
+    path: String,
+}
+
+/// `PUT .../files?path=`: writes the body into the node (see `Sessions::write_file`).
+pub async fn upload(
+    State(s): State<AppState>,
+    Path(p): Path<NodePath>,
+    query: Result<Query<UploadQuery>, QueryRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| {
+        ApiError::bad_request(format!(
+            "give the file's path as ?path=...: {}",
+            e.body_text()
+        ))
+    })?;
+    // Read only with a permit, held until the file is written: at most MAX_UPLOADS bodies are
+    // in memory at once.
+    let mut _permit = None;
+    let read = async {
+        _permit = Some(
+            s.uploads.clone().acquire_owned().await.map_err(|_| {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+            })?,
+        );
+        read_upload(body, s.max_upload_bytes).await
+    };
+    let done = s.sessions.write_file(&p.sid, &p.node, &q.path, read).await?;
+    Ok((StatusCode::CREATED, Json(done)).into_response())
+}
+
+async fn read_upload(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|c| c.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the file is larger than the upload limit of {} MiB",
+                    limit >> 20
+                ),
+            )
+        } else {
+            ApiError::bad_request(format!("read the upload: {e}"))
+        }
+    })
+}

@@ -1,75 +1,19 @@
-// The HTTP API of `sandpit serve`, mirrored from docs/api.md. Keep the two in step.
-// JSON in, JSON out; errors are {"error": "..."} with a 4xx/5xx status.
+// The HTTP API of `sandpit serve` (docs/api.md): one function per route. JSON in, JSON out;
+// errors are {"error": "..."} with a 4xx/5xx status and become an `ApiError`. The JSON types
+// are in wire.ts.
 
-export type TemplateId = "1m1w" | "3m2w" | "5m";
-export type NodeStatus = "creating" | "running" | "failed" | "destroying";
-export type Role = "manager" | "worker" | null;
-
-export interface Port {
-  port: number;
-  /** By hostname: http://node1-<sid>-8080.localhost:8080/ */
-  url: string;
-  /** By path on the server: /p/<sid>/node1/8080/ */
-  path: string;
-}
-
-export interface Stats {
-  cpu_percent: number;
-  memory_bytes: number;
-  memory_limit_bytes: number;
-  pids: number;
-  disk_used_bytes: number;
-  disk_total_bytes: number;
-}
-
-export interface Node {
-  name: string;
-  hostname: string;
-  ip: string;
-  status: NodeStatus;
-  image: string;
-  role: Role;
-  ports: Port[];
-  /** Null until the first sample. */
-  stats: Stats | null;
-  /** Path of the terminal WebSocket. */
-  terminal: string;
-}
-
-export interface Session {
-  id: string;
-  created_at: string;
-  expires_at: string;
-  max_expires_at: string;
-  template: TemplateId | null;
-  max_nodes: number;
-  nodes: Node[];
-}
-
-export interface ExecResult {
-  exit_code: number;
-  stdout: string;
-  stderr: string;
-  truncated: boolean;
-  timed_out: boolean;
-}
-
-export interface Uploaded {
-  path: string;
-  size: number;
-}
-
-/** Messages of `GET /api/sessions/{sid}/events`; the first is always a snapshot. */
-export type SessionEvent =
-  | { type: "snapshot"; session: Session }
-  | { type: "node_added"; node: Node }
-  | { type: "node_updated"; node: Node }
-  | { type: "node_removed"; name: string }
-  | { type: "stats"; nodes: Record<string, Stats> }
-  | { type: "progress"; message: string }
-  | { type: "extended"; expires_at: string }
-  | { type: "expiring"; expires_at: string; secs_left: number }
-  | { type: "ended"; reason: "expired" | "deleted" };
+import type {
+  AddNodeRequest,
+  CreateSessionRequest,
+  ExecRequest,
+  ExecResult,
+  ExtendRequest,
+  Node,
+  Session,
+  TemplateId,
+  Uploaded,
+  ApiError as ErrorBody,
+} from "./wire";
 
 export const TEMPLATES: { id: TemplateId; label: string; nodes: number }[] = [
   { id: "1m1w", label: "1 manager + 1 worker", nodes: 2 },
@@ -142,8 +86,8 @@ async function request<T>(method: string, path: string, body?: BodyInit | object
   if (!res.ok) {
     let message = "";
     try {
-      const v = JSON.parse(text) as { error?: unknown };
-      if (typeof v.error === "string") message = v.error;
+      const v = JSON.parse(text) as Partial<ErrorBody> | null;
+      if (typeof v?.error === "string") message = v.error;
     } catch {
       // not JSON: use the generic wording
     }
@@ -157,18 +101,17 @@ const sessionPath = (sid: string) => `/api/sessions/${enc(sid)}`;
 const nodePath = (sid: string, node: string) => `${sessionPath(sid)}/nodes/${enc(node)}`;
 
 export const api = {
-  createSession: (opts: { template?: TemplateId; duration_secs?: number } = {}) =>
-    request<Session>("POST", "/api/sessions", opts),
+  createSession: (req: CreateSessionRequest = {}) => request<Session>("POST", "/api/sessions", req),
   getSession: (sid: string) => request<Session>("GET", sessionPath(sid)),
   deleteSession: (sid: string) => request<void>("DELETE", sessionPath(sid)),
   extendSession: (sid: string, secs?: number) =>
-    request<Session>("POST", `${sessionPath(sid)}/extend`, secs === undefined ? {} : { secs }),
+    request<Session>("POST", `${sessionPath(sid)}/extend`, (secs === undefined ? {} : { secs }) satisfies ExtendRequest),
   addNode: (sid: string, image?: string) =>
-    request<Node>("POST", `${sessionPath(sid)}/nodes`, image === undefined ? {} : { image }),
+    request<Node>("POST", `${sessionPath(sid)}/nodes`, (image === undefined ? {} : { image }) satisfies AddNodeRequest),
   getNode: (sid: string, node: string) => request<Node>("GET", nodePath(sid, node)),
   deleteNode: (sid: string, node: string) => request<void>("DELETE", nodePath(sid, node)),
   exec: (sid: string, node: string, cmd: string[], stdin?: string, timeout_secs?: number) =>
-    request<ExecResult>("POST", `${nodePath(sid, node)}/exec`, { cmd, stdin, timeout_secs }),
+    request<ExecResult>("POST", `${nodePath(sid, node)}/exec`, { cmd, stdin, timeout_secs } satisfies ExecRequest),
   /** Puts a file into the node; a relative `path` is under /root. */
   upload: (sid: string, node: string, path: string, data: Blob) =>
     request<Uploaded>("PUT", `${nodePath(sid, node)}/files?path=${enc(path)}`, data),

@@ -1,6 +1,7 @@
 // The landing page: one sentence on what this is, Start, the templates, the session length.
 
-import { ApiError, type Session, TEMPLATES, type TemplateId, api } from "./api";
+import { ApiError, TEMPLATES, api } from "./api";
+import type { Session, TemplateId } from "./wire";
 import { formatDuration, h } from "./dom";
 
 /** The server's default session length when it does not say (docs/api.md: 4 hours). */

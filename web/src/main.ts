@@ -3,10 +3,11 @@
 
 import "@xterm/xterm/css/xterm.css";
 import "./app.css";
-import { SESSION_ID, type Session } from "./api";
+import { SESSION_ID } from "./api";
 import { h } from "./dom";
 import { renderLanding } from "./landing";
 import { SessionPage } from "./session";
+import type { Session } from "./wire";
 
 const root = document.getElementById("app")!;
 let page: SessionPage | null = null;

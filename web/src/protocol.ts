@@ -1,6 +1,8 @@
 // The terminal WebSocket protocol, mirrored from docs/protocol.md (server side:
 // terminals/src/protocol.rs). Binary frames carry raw terminal bytes both ways; text frames
-// carry one JSON control message each, tagged by "type". Keep this file in step with both.
+// carry one JSON control message each, tagged by "type". Keep this file in step with both:
+// web/build checks the message types against web/golden/terminal.json, which
+// terminals/tests/golden.rs writes from the Rust types.
 
 /** Server to client, in text frames. The first message of every connection is `hello`. */
 export type ServerMessage =

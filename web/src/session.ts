@@ -1,24 +1,19 @@
-// The session page (/s/{sid}): nodes with live stats, one terminal per node, published ports,
-// the expiry countdown, uploads, and the "session ended" screen. Live state comes from the
-// session's events WebSocket (docs/api.md); after a drop, a GET tells whether the session
-// still exists before the events socket is opened again.
+// The session page (/s/{sid}): its layout, the nodes and which one is shown, one terminal per
+// node, the live state and the actions (add, delete, end, extend, upload). Live state comes
+// from the session's events WebSocket (docs/api.md); after a drop, a GET tells whether the
+// session still exists before the events socket is opened again. How a node looks is in
+// nodes.ts, the countdown and the ended screen in expiry.ts, uploads in uploads.ts.
 
-import {
-  ApiError,
-  type Node as SandpitNode,
-  type Session,
-  type SessionEvent,
-  api,
-  clockSkewMs,
-  eventsPath,
-  wsUrl,
-} from "./api";
-import { formatBytes, formatClock, h, replace } from "./dom";
+import { ApiError, api, eventsPath, wsUrl } from "./api";
+import { h, replace } from "./dom";
+import { Countdown, type EndedBecause, endedScreen } from "./expiry";
+import { linkText, nodeCard, nodeTitle, notRunning, portLinks, statsLine } from "./nodes";
+import { Confirm, Notices, errorText } from "./notices";
 import { BACKOFF_FIRST_MS, BACKOFF_MAX_MS } from "./protocol";
 import { type LinkState, TerminalView } from "./terminal";
+import { acceptDrops, uploadFiles } from "./uploads";
+import type { Node as SandpitNode, Session, SessionEvent } from "./wire";
 
-/** Warn this long before the end (the server's `expiring` event comes at the same time). */
-const WARN_SECS = 5 * 60;
 const FONT_KEY = "sandpit.fontSize";
 const FONT_MIN = 9;
 const FONT_MAX = 28;
@@ -43,21 +38,11 @@ export class SessionPage {
   private ended = false;
   private adding = false;
   private fontSize: number;
-  private warned = false;
 
   // Chrome
-  private readonly countdown = h("span", { class: "countdown", "data-test": "countdown" });
-  private readonly extendButton = h(
-    "button",
-    { type: "button", class: "secondary", "data-test": "extend" },
-    "Extend",
-  );
+  private readonly countdown = new Countdown(() => void this.extend());
   private readonly liveState = h("span", { class: "live-state", "aria-live": "polite", hidden: true });
-  private readonly warningText = h("span", {});
-  private readonly warningExtend = h("button", { type: "button", class: "secondary" }, "Extend");
-  private readonly warning = h("div", { class: "warning", hidden: true }, this.warningText, this.warningExtend);
-  private readonly announce = h("div", { class: "sr-only", role: "alert" });
-  private readonly notices = h("div", { class: "notices", "aria-live": "polite" });
+  private readonly notices = new Notices();
   private readonly list = h("ul", { class: "node-list", "aria-label": "Nodes" });
   private readonly addButton = h(
     "button",
@@ -75,7 +60,9 @@ export class SessionPage {
     hidden: true,
     "data-test": "upload-input",
   });
-  private readonly dialog = h("dialog", { class: "confirm" });
+  private readonly confirm = new Confirm(() => {
+    if (this.selected) this.nodes.get(this.selected)?.terminal?.focus();
+  });
   private readonly fontLabel = h("span", { class: "font-size" });
 
   constructor(
@@ -114,8 +101,6 @@ export class SessionPage {
   // ---------------------------------------------------------------- layout
 
   private render(): void {
-    this.extendButton.addEventListener("click", () => void this.extend());
-    this.warningExtend.addEventListener("click", () => void this.extend());
     this.addButton.addEventListener("click", () => void this.addNode());
     this.fileInput.addEventListener("change", () => {
       const files = Array.from(this.fileInput.files ?? []);
@@ -133,7 +118,12 @@ export class SessionPage {
       this.dropOverlay,
     );
     this.termHost.append(this.placeholder);
-    this.setupDrop(pane);
+    acceptDrops(
+      pane,
+      this.dropOverlay,
+      () => (this.selected ? this.nodes.get(this.selected)?.node : undefined),
+      (files) => void this.upload(files),
+    );
 
     this.root.replaceChildren(
       h(
@@ -143,12 +133,12 @@ export class SessionPage {
           "header",
           { class: "topbar" },
           h("a", { class: "logo", href: "/", "aria-label": "sandpit home" }, "sandpit"),
-          h("div", { class: "expiry" }, this.countdown, this.extendButton),
+          h("div", { class: "expiry" }, this.countdown.clock, this.countdown.extendButton),
           this.liveState,
           h("div", { class: "spacer" }),
           endButton,
         ),
-        this.warning,
+        this.countdown.warning,
         h(
           "div",
           { class: "body" },
@@ -159,12 +149,12 @@ export class SessionPage {
             this.list,
             this.progress,
           ),
-          h("div", { class: "main" }, this.notices, pane),
+          h("div", { class: "main" }, this.notices.el, pane),
         ),
       ),
       this.fileInput,
-      this.dialog,
-      this.announce,
+      this.confirm.dialog,
+      this.countdown.announce,
     );
     this.renderToolbar();
     this.renderPlaceholder();
@@ -179,28 +169,6 @@ export class SessionPage {
     }
     const n = entry.node;
     const running = n.status === "running";
-    const ports = n.ports.length
-      ? h(
-          "span",
-          { class: "ports", "data-test": "ports" },
-          h("span", { class: "muted" }, "Ports:"),
-          n.ports.map((p) =>
-            h(
-              "a",
-              {
-                href: p.url || p.path,
-                target: "_blank",
-                rel: "noopener noreferrer",
-                class: "port",
-                "data-port": p.port,
-                title: `open port ${p.port} of ${n.hostname} in a new tab`,
-              },
-              String(p.port),
-              h("span", { "aria-hidden": "true" }, " ↗"),
-            ),
-          ),
-        )
-      : null;
     const upload = h(
       "button",
       {
@@ -228,14 +196,9 @@ export class SessionPage {
     this.fontLabel.textContent = `${this.fontSize}px`;
     replace(
       this.toolbar,
-      h(
-        "span",
-        { class: "node-title" },
-        h("strong", {}, n.hostname),
-        n.ip ? h("span", { class: "muted" }, n.ip) : null,
-      ),
+      nodeTitle(n),
       h("span", { class: "link-state", "data-test": "link-state", "aria-live": "polite" }, linkText(entry.link)),
-      ports,
+      portLinks(n),
       h("span", { class: "spacer" }),
       upload,
       h("span", { class: "font-controls", role: "group", "aria-label": "Font size" }, smaller, this.fontLabel, larger),
@@ -257,15 +220,8 @@ export class SessionPage {
             add,
             h("p", { class: "muted" }, "Each node is a Linux machine with its own Docker engine."),
           ];
-    } else if (entry.node.status === "creating") {
-      content = [h("p", { class: "spinner" }, `Starting ${entry.node.hostname}…`)];
-    } else if (entry.node.status === "failed") {
-      content = [
-        h("p", { class: "error" }, `${entry.node.hostname} failed to start.`),
-        h("p", {}, "Delete it and add another node."),
-      ];
-    } else if (entry.node.status === "destroying") {
-      content = [h("p", {}, `${entry.node.hostname} is being deleted…`)];
+    } else {
+      content = notRunning(entry.node);
     }
     this.placeholder.hidden = content.length === 0;
     replace(this.placeholder, content);
@@ -273,39 +229,15 @@ export class SessionPage {
 
   private renderItem(entry: NodeEntry): void {
     const n = entry.node;
-    const select = h(
-      "button",
-      {
-        type: "button",
-        class: "node",
-        "aria-current": this.selected === n.name ? "true" : undefined,
-        "data-node": n.name,
-      },
-      h(
-        "span",
-        { class: "node-line" },
-        h("span", { class: `dot ${n.status}`, title: n.status, "aria-hidden": "true" }),
-        h("span", { class: "node-name" }, n.hostname),
-        n.role ? h("span", { class: `role ${n.role}` }, n.role) : null,
-        h("span", { class: "sr-only" }, `, ${n.status}`),
+    replace(
+      entry.item,
+      nodeCard(
+        n,
+        this.selected === n.name,
+        () => this.select(n.name),
+        () => void this.deleteNode(n.name),
       ),
-      h("span", { class: "node-line muted" }, n.ip || "no address yet", n.ports.length ? ` · ${n.ports.length} port${n.ports.length > 1 ? "s" : ""}` : ""),
-      statsLine(n),
     );
-    select.addEventListener("click", () => this.select(n.name));
-    const del = h(
-      "button",
-      {
-        type: "button",
-        class: "icon delete",
-        "aria-label": `Delete ${n.hostname}`,
-        title: `Delete ${n.hostname}`,
-        disabled: n.status === "destroying",
-      },
-      "✕",
-    );
-    del.addEventListener("click", () => void this.deleteNode(n.name));
-    replace(entry.item, select, del);
     entry.item.dataset.status = n.status;
   }
 
@@ -507,7 +439,7 @@ export class SessionPage {
         break;
       case "extended":
         if (this.session) this.session.expires_at = msg.expires_at;
-        this.warned = false;
+        this.countdown.extended();
         this.tick();
         break;
       case "expiring":
@@ -536,48 +468,22 @@ export class SessionPage {
 
   // ---------------------------------------------------------------- expiry
 
-  private secsLeft(): number | null {
-    if (!this.session) return null;
-    return (Date.parse(this.session.expires_at) - (Date.now() + clockSkewMs)) / 1000;
-  }
-
   private tick(): void {
-    const left = this.secsLeft();
-    if (left === null || this.ended) return;
-    const s = this.session!;
-    this.countdown.textContent = left > 0 ? `${formatClock(left)} left` : "ending…";
-    this.countdown.setAttribute("aria-label", `session time left: ${formatClock(left)}`);
-    const atMax = Date.parse(s.expires_at) >= Date.parse(s.max_expires_at) - 1000;
-    this.extendButton.disabled = atMax || left <= 0;
-    this.extendButton.title = atMax ? "This session cannot be extended any further." : "Extend the session";
-    const warn = left <= WARN_SECS;
-    this.countdown.classList.toggle("urgent", warn);
-    if (warn) {
-      this.warningText.textContent =
-        left > 0
-          ? `This session ends in ${formatClock(left)}. Its nodes and everything in them will be destroyed.`
-          : "This session is ending…";
-      this.warningExtend.hidden = atMax || left <= 0;
-      // Announce it once (screen readers); later ticks only change the clock.
-      if (!this.warned) {
-        this.warned = true;
-        this.announce.textContent = `This session ends in ${Math.max(1, Math.round(left / 60))} minutes unless you extend it.`;
-      }
-    }
-    this.warning.hidden = !warn;
+    if (!this.session || this.ended) return;
+    const left = this.countdown.show(this.session);
     // The server says "ended" at the end; if that message got lost, ask.
     if (left < -15 && !this.events && this.eventsTimer === undefined) void this.refresh(false);
   }
 
   private async extend(): Promise<void> {
-    this.extendButton.disabled = true;
+    this.countdown.extendButton.disabled = true;
     try {
       const s = await api.extendSession(this.sid);
       if (this.session) {
         this.session.expires_at = s.expires_at;
         this.session.max_expires_at = s.max_expires_at;
       }
-      this.warned = false;
+      this.countdown.extended();
       this.notice(`Extended: the session now ends at ${new Date(s.expires_at).toLocaleTimeString()}.`, "info");
     } catch (e) {
       this.notice(`Could not extend the session: ${errorText(e)}`, "error");
@@ -585,28 +491,13 @@ export class SessionPage {
     this.tick();
   }
 
-  private showEnded(reason: string): void {
+  private showEnded(because: EndedBecause): void {
     if (this.ended && this.root.querySelector(".ended")) return;
     this.dispose();
-    const why =
-      reason === "deleted"
-        ? "This session was ended."
-        : reason === "missing"
-          ? "This session does not exist: it has ended, or the link is wrong."
-          : "This session reached its time limit.";
-    const again = h("a", { class: "button primary big", href: "/" }, "Start a new session");
-    this.root.replaceChildren(
-      h(
-        "main",
-        { class: "ended", "data-test": "ended" },
-        h("h1", {}, "Session ended"),
-        h("p", {}, why),
-        h("p", { class: "muted" }, "Its nodes and everything in them have been destroyed."),
-        again,
-      ),
-    );
+    const screen = endedScreen(because);
+    this.root.replaceChildren(screen);
     document.title = "sandpit: session ended";
-    again.focus();
+    screen.querySelector("a")?.focus();
   }
 
   // ---------------------------------------------------------------- actions
@@ -630,7 +521,7 @@ export class SessionPage {
   private async deleteNode(name: string): Promise<void> {
     const entry = this.nodes.get(name);
     if (!entry) return;
-    const ok = await this.confirm(
+    const ok = await this.confirm.ask(
       `Delete ${entry.node.hostname}?`,
       "Its containers, images and files are destroyed. This cannot be undone.",
       "Delete node",
@@ -646,7 +537,7 @@ export class SessionPage {
   }
 
   private async endSession(): Promise<void> {
-    const ok = await this.confirm(
+    const ok = await this.confirm.ask(
       "End this session?",
       "Every node and everything in them is destroyed. This cannot be undone.",
       "End session",
@@ -668,51 +559,8 @@ export class SessionPage {
       this.notice("Choose a running node first, then upload.", "error");
       return;
     }
-    const node = entry.node;
-    for (const f of files) {
-      const note = this.notice(`Uploading ${f.name} to ${node.hostname}… (${formatBytes(f.size)})`, "info", 0);
-      try {
-        const res = await api.upload(this.sid, node.name, f.name, f);
-        note.remove();
-        this.notice(`Uploaded ${f.name} to ${node.hostname}:${res.path} (${formatBytes(res.size)}).`, "info");
-      } catch (e) {
-        note.remove();
-        this.notice(`Could not upload ${f.name}: ${errorText(e)}`, "error");
-      }
-    }
+    await uploadFiles(this.sid, entry.node, files, (text, kind, ttlMs) => this.notice(text, kind, ttlMs));
     entry.terminal?.focus();
-  }
-
-  private setupDrop(pane: HTMLElement): void {
-    let depth = 0;
-    const hasFiles = (ev: DragEvent) => Array.from(ev.dataTransfer?.types ?? []).includes("Files");
-    pane.addEventListener("dragenter", (ev) => {
-      if (!hasFiles(ev)) return;
-      ev.preventDefault();
-      depth++;
-      const n = this.selected ? this.nodes.get(this.selected)?.node : undefined;
-      this.dropOverlay.textContent = n
-        ? `Drop to upload into ${n.hostname}:/root`
-        : "Add a node first to upload files";
-      this.dropOverlay.hidden = false;
-    });
-    pane.addEventListener("dragover", (ev) => {
-      if (!hasFiles(ev)) return;
-      ev.preventDefault();
-      if (ev.dataTransfer) ev.dataTransfer.dropEffect = "copy";
-    });
-    pane.addEventListener("dragleave", (ev) => {
-      if (!hasFiles(ev)) return;
-      depth = Math.max(0, depth - 1);
-      if (depth === 0) this.dropOverlay.hidden = true;
-    });
-    pane.addEventListener("drop", (ev) => {
-      if (!hasFiles(ev)) return;
-      ev.preventDefault();
-      depth = 0;
-      this.dropOverlay.hidden = true;
-      void this.upload(Array.from(ev.dataTransfer?.files ?? []));
-    });
   }
 
   private setFontSize(px: number): void {
@@ -722,46 +570,8 @@ export class SessionPage {
     this.fontLabel.textContent = `${this.fontSize}px`;
   }
 
-  // ---------------------------------------------------------------- messages
-
-  /** A message above the terminal; errors stay until dismissed, the rest fade after a while. */
-  private notice(text: string, kind: "info" | "error", ttlMs = 6000): HTMLElement {
-    const close = h("button", { type: "button", class: "icon", "aria-label": "Dismiss" }, "✕");
-    const el = h(
-      "div",
-      { class: `notice ${kind}`, role: kind === "error" ? "alert" : "status" },
-      h("span", {}, text),
-      close,
-    );
-    close.addEventListener("click", () => el.remove());
-    this.notices.append(el);
-    while (this.notices.children.length > 4) this.notices.firstElementChild?.remove();
-    if (kind === "info" && ttlMs > 0) window.setTimeout(() => el.remove(), ttlMs);
-    return el;
-  }
-
-  private confirm(title: string, body: string, action: string): Promise<boolean> {
-    return new Promise((resolve) => {
-      const cancel = h("button", { type: "button", class: "secondary", value: "cancel" }, "Cancel");
-      const ok = h("button", { type: "button", class: "danger", value: "ok" }, action);
-      replace(
-        this.dialog,
-        h("h2", {}, title),
-        h("p", {}, body),
-        h("div", { class: "dialog-buttons" }, cancel, ok),
-      );
-      const done = (v: boolean) => {
-        this.dialog.onclose = null;
-        if (this.dialog.open) this.dialog.close();
-        resolve(v);
-        if (this.selected) this.nodes.get(this.selected)?.terminal?.focus();
-      };
-      cancel.addEventListener("click", () => done(false));
-      ok.addEventListener("click", () => done(true));
-      this.dialog.onclose = () => done(false); // Escape
-      this.dialog.showModal();
-      cancel.focus();
-    });
+  private notice(text: string, kind: "info" | "error", ttlMs?: number): HTMLElement {
+    return this.notices.show(text, kind, ttlMs);
   }
 
   /** Read-only hooks for the browser tests (web/tests): the terminals' text. */
@@ -775,43 +585,4 @@ export class SessionPage {
       drop: (name: string) => this.nodes.get(name)?.terminal?.dropConnection(),
     };
   }
-}
-
-function statsLine(n: SandpitNode): HTMLElement {
-  const s = n.stats;
-  if (!s || n.status !== "running") return h("span", { class: "stats muted" }, n.status === "running" ? "…" : n.status);
-  const memPct = s.memory_limit_bytes ? (100 * s.memory_bytes) / s.memory_limit_bytes : 0;
-  return h(
-    "span",
-    { class: "stats" },
-    h("span", { title: "CPU" }, `CPU ${s.cpu_percent.toFixed(s.cpu_percent < 10 ? 1 : 0)}%`),
-    h(
-      "span",
-      { class: "mem", title: `memory: ${formatBytes(s.memory_bytes)} of ${formatBytes(s.memory_limit_bytes)}` },
-      `RAM ${formatBytes(s.memory_bytes)}`,
-      h(
-        "span",
-        { class: "bar", role: "meter", "aria-label": "memory used", "aria-valuenow": Math.round(memPct), "aria-valuemin": 0, "aria-valuemax": 100 },
-        h("span", { style: `width:${Math.min(100, memPct).toFixed(1)}%` }),
-      ),
-    ),
-  );
-}
-
-function linkText(s: LinkState | null): string {
-  if (!s) return "";
-  switch (s.kind) {
-    case "connecting":
-      return "connecting…";
-    case "connected":
-      return s.resumed ? "reconnected" : "connected";
-    case "reconnecting":
-      return `reconnecting… (retry in ${Math.ceil(s.inMs / 1000)} s)`;
-    case "closed":
-      return `closed: ${s.reason}`;
-  }
-}
-
-function errorText(e: unknown): string {
-  return e instanceof ApiError ? e.message : e instanceof Error ? e.message : String(e);
 }

@@ -379,7 +379,7 @@ mod golden {
                 vec![
                     json!({}),
                     json!({"template": "3m2w"}),
-                    json!({"template": null, "duration_secs": 3600}),
+                    json!({"template": "5m", "duration_secs": 3600}),
                 ],
             ),
             ("ExtendRequest", vec![json!({}), json!({"secs": 3600})]),

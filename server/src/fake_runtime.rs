@@ -92,7 +92,9 @@ impl NodeRuntime for FakeRuntime {
         tokio::time::sleep(self.create_delay).await;
         self.with(|s| {
             if !s.networks.contains(network) {
-                return Err(RuntimeError::Unknown(format!("unknown network {network:?}")));
+                return Err(RuntimeError::Unknown(format!(
+                    "unknown network {network:?}"
+                )));
             }
             let f = s.facts(network, name, image);
             s.nodes.insert((network.into(), name.into()), f.clone());
@@ -125,15 +127,25 @@ impl NodeRuntime for FakeRuntime {
             .is_some_and(|w| cmd.argv.iter().any(|a| a == w));
         Ok(ExecResult {
             exit_code: Some(if failed { 1 } else { 0 }),
-            stdout: if failed { String::new() } else { "token\n".into() },
-            stderr: if failed { "refused\n".into() } else { String::new() },
+            stdout: if failed {
+                String::new()
+            } else {
+                "token\n".into()
+            },
+            stderr: if failed {
+                "refused\n".into()
+            } else {
+                String::new()
+            },
             truncated: false,
             timed_out: false,
         })
     }
 
     fn spawn_shell(&self, _: &str, _: &str, _: WinSize) -> Result<PtyProcess, RuntimeError> {
-        Err(RuntimeError::Failed("the fake runtime runs no shells".into()))
+        Err(RuntimeError::Failed(
+            "the fake runtime runs no shells".into(),
+        ))
     }
 
     fn sample(&self, _: &str, _: &str) -> Result<NodeSample, RuntimeError> {

@@ -11,6 +11,8 @@
 mod assets;
 pub mod cli;
 pub mod error;
+#[cfg(test)]
+mod fake_runtime;
 mod metrics;
 mod node_runtime;
 mod ports;
@@ -20,8 +22,6 @@ mod sandbox_runtime;
 pub mod serve;
 mod sessions;
 mod store;
-#[cfg(test)]
-mod fake_runtime;
 pub mod wire;
 
 pub use metrics::Metrics;

@@ -32,6 +32,12 @@ pub struct Metrics {
     failures: Family<ReasonLabel, Counter<u64, AtomicU64>>,
 }
 
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("sandpit");

@@ -118,7 +118,12 @@ pub trait NodeRuntime: Send + Sync + 'static {
     fn sample(&self, network: &str, name: &str) -> Result<NodeSample, RuntimeError>;
     /// Follows the node's published ports until the future is dropped; while the engine does
     /// not answer, the node has none.
-    fn follow_ports(&self, network: &str, name: &str, report: PortsReport) -> BoxFuture<'static, ()>;
+    fn follow_ports(
+        &self,
+        network: &str,
+        name: &str,
+        report: PortsReport,
+    ) -> BoxFuture<'static, ()>;
 }
 
 /// Starts login shells in one node: the terminals' [`Spawner`]. The terminal calls it for the
@@ -146,4 +151,3 @@ impl Spawner for NodeShell {
             .map_err(io::Error::other)
     }
 }
-

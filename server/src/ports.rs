@@ -28,8 +28,8 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde::Deserialize;
 use sandbox::Runtime;
+use serde::Deserialize;
 
 use crate::node_runtime::PortsReport;
 
@@ -47,7 +47,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_LISTING: usize = 8 << 20;
 
 /// Keeps one node's ports up to date until the future is dropped (see the module docs).
-pub(crate) async fn follow(runtime: Arc<Runtime>, network: String, name: String, report: PortsReport) {
+pub(crate) async fn follow(
+    runtime: Arc<Runtime>,
+    network: String,
+    name: String,
+    report: PortsReport,
+) {
     loop {
         let init_pid = runtime.node(&network, &name).and_then(|n| {
             (n.status == sandbox::NodeStatus::Running)

@@ -14,9 +14,7 @@ use sandbox::{ExecOptions, NodeInfo, Runtime};
 use terminals::{PtyProcess, WinSize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use crate::node_runtime::{
-    Command, NodeFacts, NodeRuntime, NodeSample, PortsReport, RuntimeError,
-};
+use crate::node_runtime::{Command, NodeFacts, NodeRuntime, NodeSample, PortsReport, RuntimeError};
 use crate::wire::{ExecResult, NodeStatus};
 
 /// Most bytes kept of each of stdout and stderr.
@@ -95,7 +93,11 @@ impl NodeRuntime for SandboxRuntime {
     }
 
     fn networks(&self) -> Vec<String> {
-        self.runtime.networks().into_iter().map(|n| n.name).collect()
+        self.runtime
+            .networks()
+            .into_iter()
+            .map(|n| n.name)
+            .collect()
     }
 
     async fn create_node(
@@ -211,7 +213,12 @@ impl NodeRuntime for SandboxRuntime {
         })
     }
 
-    fn follow_ports(&self, network: &str, name: &str, report: PortsReport) -> BoxFuture<'static, ()> {
+    fn follow_ports(
+        &self,
+        network: &str,
+        name: &str,
+        report: PortsReport,
+    ) -> BoxFuture<'static, ()> {
         Box::pin(crate::ports::follow(
             self.runtime.clone(),
             network.to_string(),

@@ -1,49 +1,23 @@
-//! Shells in nodes: a `terminals::Terminal` on `Runtime::spawn_shell`, driven through a viewer
+//! Shells in nodes: a `terminals::Terminal` on the server's `NodeShell` over the real runtime, driven through a viewer
 //! as the WebSocket pump drives it. The PTY comes from the node's own devpts (`tty` names it,
 //! owned by root:tty inside), the size follows resizes, UTF-8 passes both ways, Ctrl-C
 //! interrupts a flood at once, and a shell that exits is replaced.
 
-use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sandbox::{NodeInfo, Runtime};
+use sandbox::NodeInfo;
+use sandpit::{NodeShell, SandboxRuntime};
 use sandpit_tests::TestRuntime;
-use terminals::{
-    Output, PtyProcess, Spawner, Terminal, TerminalOptions, Viewer, ViewerInput, WinSize,
-};
+use terminals::{Output, Terminal, TerminalOptions, Viewer, ViewerInput, WinSize};
 
 /// How long any single expected thing may take.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// The test's adapter from the runtime to the terminal (the server has the same few lines in
-/// `server/src/shell.rs`, which a test cannot import from a binary crate).
-struct NodeShell {
-    runtime: Arc<Runtime>,
-    network: String,
-    hostname: String,
-}
-
-impl Spawner for NodeShell {
-    fn spawn(&self, size: WinSize) -> io::Result<PtyProcess> {
-        let shell = self
-            .runtime
-            .spawn_shell(&self.network, &self.hostname, size.cols, size.rows)
-            .map_err(io::Error::other)?;
-        Ok(PtyProcess {
-            master: shell.master,
-            child: shell.child,
-        })
-    }
-}
-
 async fn start_terminal(t: &TestRuntime, node: &NodeInfo) -> Terminal {
-    let spawner = NodeShell {
-        runtime: t.shared(),
-        network: node.network.clone(),
-        hostname: node.hostname.clone(),
-    };
+    let runtime = Arc::new(SandboxRuntime::new(t.shared()));
+    let spawner = NodeShell::new(runtime, &node.network, &node.hostname);
     Terminal::start(spawner, TerminalOptions::default())
         .await
         .expect("start a terminal on the node")

@@ -62,15 +62,18 @@ pub async fn upload(
     // Read only with a permit, held until the file is written: at most MAX_UPLOADS bodies are
     // in memory at once.
     let mut _permit = None;
-    let read = async {
-        _permit = Some(
-            s.uploads.clone().acquire_owned().await.map_err(|_| {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
-            })?,
-        );
-        read_upload(body, s.max_upload_bytes).await
-    };
-    let done = s.sessions.write_file(&p.sid, &p.node, &q.path, read).await?;
+    let read =
+        async {
+            _permit =
+                Some(s.uploads.clone().acquire_owned().await.map_err(|_| {
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+                })?);
+            read_upload(body, s.max_upload_bytes).await
+        };
+    let done = s
+        .sessions
+        .write_file(&p.sid, &p.node, &q.path, read)
+        .await?;
     Ok((StatusCode::CREATED, Json(done)).into_response())
 }
 

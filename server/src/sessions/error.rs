@@ -72,9 +72,7 @@ impl SessionError {
                 R::Exhausted(_) | R::EngineNotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 R::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
-            E::Template { .. } | E::Store(_) | E::Internal(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            E::Template { .. } | E::Store(_) | E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

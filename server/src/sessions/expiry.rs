@@ -77,9 +77,7 @@ impl Sessions {
             let mut inner = self.lock();
             for s in inner.values_mut() {
                 match s.state {
-                    SessionState::Ending {
-                        retry_at: Some(t),
-                    } if t <= Instant::now() => {
+                    SessionState::Ending { retry_at: Some(t) } if t <= Instant::now() => {
                         s.state = SessionState::Ending { retry_at: None };
                         retry.push(s.row.id.clone());
                     }

@@ -40,7 +40,9 @@ pub use terminal::{DEFAULT_TERMINAL, MAX_TERMINALS};
 use crate::metrics::Metrics;
 use crate::node_runtime::NodeRuntime;
 use crate::store::{SessionRow, Store};
-use crate::wire::{EndReason, Event, Health, NodeStatus, NodeView, PortView, SessionView, Template};
+use crate::wire::{
+    EndReason, Event, Health, NodeStatus, NodeView, PortView, SessionView, Template,
+};
 use state::{live, NodeMeta, Session, SessionState, Table};
 
 /// Limits and lifetimes of sessions.
@@ -149,7 +151,9 @@ impl Sessions {
                 d
             }
         };
-        let wanted = template.map(|t| crate::provision::roles(t).len()).unwrap_or(0);
+        let wanted = template
+            .map(|t| crate::provision::roles(t).len())
+            .unwrap_or(0);
         if wanted > self.cfg.max_nodes {
             return Err(SessionError::Invalid(format!(
                 "this template needs {wanted} nodes; this server allows {} per session",

@@ -125,7 +125,11 @@ impl Sessions {
         };
         match (created, recorded) {
             (Ok(_), Ok(())) => {
-                if let Some(m) = self.lock().get_mut(sid).and_then(|s| s.nodes.get_mut(&name)) {
+                if let Some(m) = self
+                    .lock()
+                    .get_mut(sid)
+                    .and_then(|s| s.nodes.get_mut(&name))
+                {
                     m.state = NodeState::Ready;
                 }
                 self.metrics.observe_create("node", started.elapsed());
@@ -344,7 +348,10 @@ mod tests {
             req(&["ls"], Some(5)).command().unwrap().timeout,
             Duration::from_secs(5)
         );
-        assert_eq!(req(&["ls"], None).command().unwrap().timeout, DEFAULT_TIMEOUT);
+        assert_eq!(
+            req(&["ls"], None).command().unwrap().timeout,
+            DEFAULT_TIMEOUT
+        );
     }
 
     #[test]

@@ -41,17 +41,21 @@ async fn supervise(weak: Weak<Sessions>) {
         let ready = sessions.ready_nodes();
         followers.retain(|key, _| ready.contains(key));
         for (sid, name) in ready {
-            followers.entry((sid.clone(), name.clone())).or_insert_with(|| {
-                let report = {
-                    let (weak, sid, name) = (weak.clone(), sid.clone(), name.clone());
-                    Box::new(move |ports: Vec<u16>| {
-                        if let Some(s) = weak.upgrade() {
-                            s.set_ports(&sid, &name, ports);
-                        }
-                    })
-                };
-                Follower(tokio::spawn(sessions.runtime.follow_ports(&sid, &name, report)))
-            });
+            followers
+                .entry((sid.clone(), name.clone()))
+                .or_insert_with(|| {
+                    let report = {
+                        let (weak, sid, name) = (weak.clone(), sid.clone(), name.clone());
+                        Box::new(move |ports: Vec<u16>| {
+                            if let Some(s) = weak.upgrade() {
+                                s.set_ports(&sid, &name, ports);
+                            }
+                        })
+                    };
+                    Follower(tokio::spawn(
+                        sessions.runtime.follow_ports(&sid, &name, report),
+                    ))
+                });
         }
     }
 }

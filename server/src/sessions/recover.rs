@@ -29,7 +29,10 @@ impl Sessions {
             }
             let mut nodes = BTreeMap::new();
             for n in stored_nodes.remove(&row.id).unwrap_or_default() {
-                if running.iter().any(|f| f.network == row.id && f.name == n.name) {
+                if running
+                    .iter()
+                    .any(|f| f.network == row.id && f.name == n.name)
+                {
                     let role = n.role.as_deref().and_then(Role::parse);
                     nodes.insert(n.name, NodeMeta::new(n.image, role, NodeState::Ready));
                 } else {

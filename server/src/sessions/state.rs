@@ -150,7 +150,10 @@ pub(super) fn live<'a>(table: &'a Table, sid: &str) -> Result<&'a Session, Sessi
     }
 }
 
-pub(super) fn live_mut<'a>(table: &'a mut Table, sid: &str) -> Result<&'a mut Session, SessionError> {
+pub(super) fn live_mut<'a>(
+    table: &'a mut Table,
+    sid: &str,
+) -> Result<&'a mut Session, SessionError> {
     match table.get_mut(sid) {
         Some(s) if s.is_live() => Ok(s),
         _ => Err(SessionError::UnknownSession(sid.into())),
@@ -241,8 +244,10 @@ mod tests {
     fn a_session_ends_once() {
         let mut s = session();
         assert!(s.can_add_node(1).is_ok());
-        s.nodes
-            .insert("node1".into(), NodeMeta::new("x".into(), None, NodeState::Ready));
+        s.nodes.insert(
+            "node1".into(),
+            NodeMeta::new("x".into(), None, NodeState::Ready),
+        );
         assert!(matches!(s.can_add_node(1), Err(SessionError::NodeLimit(1))));
         s.begin_end().unwrap();
         assert!(!s.is_live());

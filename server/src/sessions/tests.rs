@@ -206,7 +206,10 @@ async fn expiry_warns_once_then_ends_the_session() {
     let mut events = f.sessions.events(&sid).unwrap();
     let expires = f.sessions.lock()[&sid].row.expires_at;
     f.sessions.expire_due(expires - 400);
-    assert!(events.try_recv().is_err(), "no warning 400 s before the end");
+    assert!(
+        events.try_recv().is_err(),
+        "no warning 400 s before the end"
+    );
     f.sessions.expire_due(expires - 100);
     assert!(matches!(
         events.try_recv(),
@@ -216,7 +219,12 @@ async fn expiry_warns_once_then_ends_the_session() {
     assert!(events.try_recv().is_err(), "one warning only");
     f.sessions.expire_due(expires);
     gone(&f, &sid).await;
-    assert!(matches!(events.recv().await, Ok(Event::Ended { reason: EndReason::Expired })));
+    assert!(matches!(
+        events.recv().await,
+        Ok(Event::Ended {
+            reason: EndReason::Expired
+        })
+    ));
     assert!(f.fake.networks().is_empty() && f.fake.nodes().is_empty());
     assert!(f.store().sessions().unwrap().is_empty());
     assert!(matches!(
@@ -290,7 +298,12 @@ async fn recovery_reconciles_the_store_with_the_runtime() {
     let mut stored: Vec<_> = store.nodes().unwrap().into_iter().map(|n| n.name).collect();
     stored.sort();
     assert_eq!(stored, ["node1", "node3"]);
-    let ids: Vec<_> = store.sessions().unwrap().into_iter().map(|r| r.id).collect();
+    let ids: Vec<_> = store
+        .sessions()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
     assert_eq!(ids, [A]);
     assert_eq!(f.fake.networks(), [A.to_string(), "other".to_string()]);
     for gone in [B, C, D] {
@@ -318,12 +331,19 @@ async fn a_failed_template_ends_the_session_and_names_the_step() {
         }
         e => panic!("expected a template error, got {e}"),
     }
-    assert_eq!(e.public_message(), "node2 joins as a worker failed; see the server log");
+    assert_eq!(
+        e.public_message(),
+        "node2 joins as a worker failed; see the server log"
+    );
     assert!(f.fake.networks().is_empty() && f.fake.nodes().is_empty());
     assert!(f.store().sessions().unwrap().is_empty());
     assert!(f.sessions.lock().is_empty());
     let ran = f.fake.with(|s| s.commands.clone());
-    assert!(ran.iter().any(|c| c.starts_with("node1: docker swarm init")), "{ran:?}");
+    assert!(
+        ran.iter()
+            .any(|c| c.starts_with("node1: docker swarm init")),
+        "{ran:?}"
+    );
 }
 
 #[tokio::test]
@@ -337,8 +357,14 @@ async fn a_template_forms_the_swarm_with_roles() {
         .await
         .unwrap();
     let roles: Vec<_> = view.nodes.iter().map(|n| n.role).collect();
-    assert_eq!(roles.iter().filter(|r| **r == Some(Role::Manager)).count(), 3);
-    assert_eq!(roles.iter().filter(|r| **r == Some(Role::Worker)).count(), 2);
+    assert_eq!(
+        roles.iter().filter(|r| **r == Some(Role::Manager)).count(),
+        3
+    );
+    assert_eq!(
+        roles.iter().filter(|r| **r == Some(Role::Worker)).count(),
+        2
+    );
     assert_eq!(view.nodes[0].role, Some(Role::Manager));
     let stored = f.store().nodes().unwrap();
     assert_eq!(stored.iter().filter(|n| n.role.is_some()).count(), 5);

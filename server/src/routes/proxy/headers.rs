@@ -19,8 +19,6 @@ const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
 ];
 
-
-
 /// Whether the client asks to switch protocols (a WebSocket).
 pub fn wants_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
@@ -70,7 +68,6 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, prefix: Option<&st
         headers.insert("x-forwarded-prefix", p);
     }
 }
-
 
 /// Keeps what a node's server answers from reaching beyond its own port.
 ///
@@ -208,7 +205,6 @@ mod tests {
         assert!(by_host.get(header::CONTENT_SECURITY_POLICY).is_none());
         assert_eq!(by_host[header::SET_COOKIE], "a=1");
     }
-
 
     #[test]
     fn hop_by_hop_headers_go() {

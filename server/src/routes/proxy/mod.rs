@@ -39,7 +39,6 @@ use target::{path_target, port_host, request_host, Target};
 /// Bound on connecting to the node's port.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-
 /// The path routes, merged into the app.
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -90,7 +89,6 @@ async fn by_path(State(s): State<AppState>, req: Request) -> Response {
         }
     }
 }
-
 
 fn bad_gateway(message: String) -> ApiError {
     ApiError::new(StatusCode::BAD_GATEWAY, message)

@@ -15,7 +15,6 @@ pub struct Target {
     pub port: u16,
 }
 
-
 /// The target of a `/p/...` path and the upstream path and query (None: the trailing slash is
 /// missing).
 pub fn path_target(uri: &Uri) -> Result<(Target, Option<String>), ApiError> {
@@ -87,7 +86,6 @@ mod tests {
     use super::*;
 
     const SID: &str = "0123456789abcdef0123456789abcdef";
-
 
     fn target(node: &str, port: u16) -> Target {
         Target {

@@ -74,3 +74,6 @@ async fn method_not_allowed() -> ApiError {
         "this route does not take that method; see docs/api.md",
     )
 }
+
+#[cfg(test)]
+mod tests;

@@ -16,18 +16,6 @@ use crate::wire::{CreateSession, ExecRequest, Role, SessionView, Template};
 /// How long one docker command of a template may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The role of each node of a template, in node order; the first is always a manager.
-pub fn roles(t: Template) -> Vec<Role> {
-    let (m, w) = match t {
-        Template::OneManagerOneWorker => (1, 1),
-        Template::ThreeManagersTwoWorkers => (3, 2),
-        Template::FiveManagers => (5, 0),
-    };
-    std::iter::repeat_n(Role::Manager, m)
-        .chain(std::iter::repeat_n(Role::Worker, w))
-        .collect()
-}
-
 /// Creates a session and, when it names a template, its nodes and swarm; a template that
 /// fails ends the whole session and the error names the step.
 pub async fn create_session(
@@ -103,7 +91,7 @@ type Swarm = Result<(String, String, String), String>;
 /// node initialises the swarm as soon as it is ready, while the others are still starting, and
 /// each of them joins as soon as both it and the swarm are ready.
 async fn form(s: &Sessions, sid: &str, t: Template) -> Result<(), SessionError> {
-    let roles = roles(t);
+    let roles = t.roles();
     s.progress(sid, format!("creating {} nodes", roles.len()));
     let (swarm_tx, swarm_rx) = tokio::sync::watch::channel::<Option<Swarm>>(None);
     let manager_joins = tokio::sync::Mutex::new(());
@@ -203,7 +191,7 @@ mod tests {
         for (name, m, w) in [("1m1w", 1, 1), ("3m2w", 3, 2), ("5m", 5, 0)] {
             let t: Template = serde_json::from_str(&format!("\"{name}\"")).unwrap();
             assert_eq!(t.name(), name);
-            let roles = roles(t);
+            let roles = t.roles();
             assert_eq!(roles[0], Role::Manager);
             assert_eq!(roles.iter().filter(|r| **r == Role::Manager).count(), m);
             assert_eq!(roles.iter().filter(|r| **r == Role::Worker).count(), w);

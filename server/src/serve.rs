@@ -5,13 +5,13 @@
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Args;
+use sandbox::{Runtime, RuntimeConfig};
 
-use crate::cli::RuntimeArgs;
 use crate::metrics::Metrics;
 use crate::routes::{app, AppState, MAX_UPLOADS};
 use crate::sandbox_runtime::SandboxRuntime;
@@ -21,97 +21,37 @@ use crate::store::Store;
 /// How long in-flight requests may take to finish after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(10);
 
-#[derive(Args)]
-pub struct ServeArgs {
-    /// Address to listen on; port 0 picks a free port.
-    #[arg(long, env = "SANDPIT_LISTEN", default_value = "0.0.0.0:8080")]
-    listen: SocketAddr,
-    /// Lifetime of a new session, in seconds (4 h).
-    #[arg(long, env = "SANDPIT_SESSION_SECS", default_value_t = 4 * 3600)]
-    session_secs: u64,
-    /// Longest a session may live with extensions, in seconds (8 h).
-    #[arg(long, env = "SANDPIT_SESSION_MAX_SECS", default_value_t = 8 * 3600)]
-    session_max_secs: u64,
-    /// Nodes per session.
-    #[arg(long, env = "SANDPIT_MAX_NODES", default_value_t = 5)]
-    max_nodes: usize,
-    /// Live sessions per client address (a classroom behind one NAT needs a high value).
-    #[arg(long, env = "SANDPIT_SESSIONS_PER_CLIENT", default_value_t = 10)]
-    sessions_per_client: usize,
-    /// Nodes on this host in total (default: one per 384 MiB of memory).
-    #[arg(long, env = "SANDPIT_CAPACITY")]
-    capacity: Option<usize>,
-    /// Published ports are reachable at http://{node}-{session}-{port}.{base-domain}.
-    #[arg(long, env = "SANDPIT_BASE_DOMAIN", default_value = "localhost")]
-    base_domain: String,
-    /// Port in the links to published ports (default: the port listened on).
-    #[arg(long, env = "SANDPIT_PUBLIC_PORT")]
-    public_port: Option<u16>,
-    /// Bearer token of the admin routes (/api/admin/...); no token, no admin routes.
-    #[arg(long, env = "SANDPIT_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: Option<String>,
-    /// Origin allowed to open WebSockets besides the server's own (repeatable).
-    #[arg(
-        long = "allowed-origin",
-        env = "SANDPIT_ALLOWED_ORIGINS",
-        value_delimiter = ','
-    )]
-    allowed_origins: Vec<String>,
-    /// Most terminal output read per second from one node's shell, in MiB: above it the shell's
-    /// writes wait, so a flood (`yes`) costs the server bounded CPU.
-    #[arg(long, env = "SANDPIT_TERMINAL_READ_MIB", default_value_t = 64,
-          value_parser = clap::value_parser!(u64).range(1..=1024))]
-    terminal_read_mib: u64,
-    /// Largest file upload, in MiB.
-    #[arg(long, env = "SANDPIT_MAX_UPLOAD_MIB", default_value_t = 64)]
-    max_upload_mib: usize,
-    #[command(flatten)]
-    rt: RuntimeArgs,
+/// What `sandpit serve` runs with (`cli` builds it from the command line).
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    pub store_path: PathBuf,
+    /// `public_port` 0: the port listened on.
+    pub sessions: SessionConfig,
+    pub admin_token: Option<String>,
+    pub allowed_origins: Vec<String>,
+    pub max_upload_bytes: usize,
 }
 
-/// Nodes this host can hold: one per 384 MiB of memory (an idle node with its engine uses
-/// about 100 MiB; a room of learners running containers needs the rest).
-fn default_capacity() -> usize {
-    let total = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .unwrap_or(4 << 20);
-    ((total << 10) / (384 << 20)).max(1) as usize
-}
-
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+/// Serves until SIGTERM or SIGINT, then drains.
+pub async fn run(opts: ServeOptions, runtime: RuntimeConfig) -> anyhow::Result<()> {
     // Handlers first: a signal that arrives once we said we are ready must drain, not kill.
     let shutdown = shutdown_signal()?;
-    if args.session_secs == 0 || args.session_secs > args.session_max_secs {
-        anyhow::bail!("--session-secs must be between 1 and --session-max-secs");
-    }
-    let runtime = Arc::new(SandboxRuntime::new(Arc::new(args.rt.open().await?)));
-    let store_path = args.rt.state_dir.join("sandpit.db");
-    let store = Store::open(&store_path)?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let runtime = Runtime::open(runtime)
         .await
-        .with_context(|| format!("listen on {}", args.listen))?;
+        .context("open the node runtime")?;
+    let runtime = Arc::new(SandboxRuntime::new(Arc::new(runtime)));
+    let store = Store::open(&opts.store_path)?;
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("listen on {}", opts.listen))?;
     let addr = listener
         .local_addr()
         .context("read the listening address")?;
     let metrics = Arc::new(Metrics::new());
-    let cfg = SessionConfig {
-        lifetime: Duration::from_secs(args.session_secs),
-        max_lifetime: Duration::from_secs(args.session_max_secs),
-        max_nodes: args.max_nodes,
-        sessions_per_client: args.sessions_per_client,
-        capacity: args.capacity.unwrap_or_else(default_capacity),
-        base_domain: args.base_domain.clone(),
-        public_port: args.public_port.unwrap_or(addr.port()),
-        terminal: terminals::TerminalOptions {
-            read_bytes_per_sec: args.terminal_read_mib << 20,
-            ..Default::default()
-        },
-    };
+    let mut cfg = opts.sessions;
+    if cfg.public_port == 0 {
+        cfg.public_port = addr.port();
+    }
     let sessions = Sessions::new(runtime, store, cfg, metrics.clone());
     sessions
         .recover()
@@ -122,9 +62,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let state = AppState {
         sessions: sessions.clone(),
         metrics,
-        admin_token: args.admin_token.clone(),
-        allowed_origins: args.allowed_origins.clone(),
-        max_upload_bytes: args.max_upload_mib << 20,
+        admin_token: opts.admin_token,
+        allowed_origins: opts.allowed_origins,
+        max_upload_bytes: opts.max_upload_bytes,
         uploads: Arc::new(tokio::sync::Semaphore::new(MAX_UPLOADS)),
         shutdown: stop_rx.clone(),
     };

@@ -78,6 +78,18 @@ impl Template {
             Template::FiveManagers => "5m",
         }
     }
+
+    /// The role of each node, in node order; the first is always a manager.
+    pub fn roles(self) -> Vec<Role> {
+        let (m, w) = match self {
+            Template::OneManagerOneWorker => (1, 1),
+            Template::ThreeManagersTwoWorkers => (3, 2),
+            Template::FiveManagers => (5, 0),
+        };
+        std::iter::repeat_n(Role::Manager, m)
+            .chain(std::iter::repeat_n(Role::Worker, w))
+            .collect()
+    }
 }
 
 /// Why a session ended.

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use sandbox::doctor::{self, Status};
 
-use super::RuntimeArgs;
+use super::runtime_args::RuntimeArgs;
 
 pub(crate) fn run(rt: &RuntimeArgs) -> ExitCode {
     let input = doctor::Input {

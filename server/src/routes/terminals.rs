@@ -14,12 +14,13 @@ use super::extract::{check_origin, need_upgrade};
 use super::nodes::NodePath;
 use super::state::AppState;
 use crate::error::ApiError;
-use crate::sessions::DEFAULT_TERMINAL;
 
 /// Largest WebSocket message a client may send (a big paste arrives in one). Each viewer holds
 /// at most one message until the shell takes it, so with [`MAX_VIEWERS`] this bounds the input
 /// a terminal holds.
 const MAX_WS_MESSAGE: usize = 4 << 20;
+/// The terminal a viewer gets when it names none.
+const DEFAULT_TERMINAL: &str = "main";
 /// Viewers of one terminal at once (a workshop's whole room watching one shell fits).
 const MAX_VIEWERS: usize = 64;
 

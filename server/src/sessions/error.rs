@@ -3,7 +3,6 @@
 
 use axum::http::StatusCode;
 
-use super::MAX_TERMINALS;
 use crate::node_runtime::RuntimeError;
 use crate::store::StoreError;
 
@@ -19,8 +18,12 @@ pub enum SessionError {
     NodeLimit(usize),
     #[error("node {0:?} is being created or removed; try again in a moment")]
     NodeBusy(String),
-    #[error("node {node:?} already has {MAX_TERMINALS} terminals ({open}); use one of them")]
-    TerminalLimit { node: String, open: String },
+    #[error("node {node:?} already has {max} terminals ({open}); use one of them")]
+    TerminalLimit {
+        node: String,
+        open: String,
+        max: usize,
+    },
     #[error("node {name:?} is {status}; delete it and add a new one")]
     NodeNotRunning { name: String, status: String },
     #[error("this address already has {0} sessions, its limit; end one first")]

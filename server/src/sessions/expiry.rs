@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::error::SessionError;
 use super::state::{live_mut, now_secs, rfc3339, SessionState};
-use super::{SessionError, Sessions};
+use super::Sessions;
 use crate::wire::{EndReason, Event, SessionView, StatsView};
 
 /// How long before the end the `expiring` event goes out.
@@ -16,30 +17,46 @@ pub(super) const WARN_BEFORE: Duration = Duration::from_secs(300);
 /// How often node figures are sampled.
 const STATS_INTERVAL: Duration = Duration::from_secs(3);
 /// How long after a failed teardown it is tried again.
-pub(super) const TEARDOWN_RETRY: Duration = Duration::from_secs(30);
-
-pub(super) fn start(sessions: &Arc<Sessions>) {
-    let weak = Arc::downgrade(sessions);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        loop {
-            tick.tick().await;
-            let Some(s) = weak.upgrade() else { return };
-            s.expire_due(now_secs());
-        }
-    });
-    let weak = Arc::downgrade(sessions);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(STATS_INTERVAL);
-        loop {
-            tick.tick().await;
-            let Some(s) = weak.upgrade() else { return };
-            s.sample_stats();
-        }
-    });
-}
+const TEARDOWN_RETRY: Duration = Duration::from_secs(30);
 
 impl Sessions {
+    /// Starts the expiry and statistics loops.
+    pub(super) fn start_expiry(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let Some(s) = weak.upgrade() else { return };
+                s.expire_due(now_secs());
+            }
+        });
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(STATS_INTERVAL);
+            loop {
+                tick.tick().await;
+                let Some(s) = weak.upgrade() else { return };
+                s.sample_stats();
+            }
+        });
+    }
+
+    /// Destroys an ending session; a failure is retried later by the expiry loop (the session
+    /// stays ending, invisible to clients, until it is gone).
+    pub(super) async fn teardown(&self, sid: &str) -> Result<(), SessionError> {
+        let result = self.destroy(sid).await;
+        if let Err(e) = &result {
+            tracing::error!(session = %sid, error = %e, "tear down a session; retrying in {:?}", TEARDOWN_RETRY);
+            if let Some(s) = self.lock().get_mut(sid) {
+                s.state = SessionState::Ending {
+                    retry_at: Some(Instant::now() + TEARDOWN_RETRY),
+                };
+            }
+        }
+        result
+    }
+
     /// Pushes the expiry back by `secs` (default: the default lifetime), up to the maximum.
     pub fn extend(&self, sid: &str, secs: Option<u64>) -> Result<SessionView, SessionError> {
         let secs = secs.unwrap_or(self.cfg.lifetime.as_secs());

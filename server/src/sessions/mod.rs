@@ -35,7 +35,6 @@ use tokio::sync::broadcast;
 
 pub use error::SessionError;
 pub(crate) use state::{is_session_id, now_secs, rfc3339};
-pub use terminal::{DEFAULT_TERMINAL, MAX_TERMINALS};
 
 use crate::metrics::Metrics;
 use crate::node_runtime::NodeRuntime;
@@ -124,8 +123,8 @@ impl Sessions {
     /// Starts the expiry, statistics and published-ports loops; they stop when `self` is
     /// dropped.
     pub fn start_background(self: &Arc<Self>) {
-        expiry::start(self);
-        ports::start(self);
+        self.start_expiry();
+        self.start_ports();
     }
 
     /// Creates an empty session with its network. Room for `template`'s nodes is checked now
@@ -151,9 +150,7 @@ impl Sessions {
                 d
             }
         };
-        let wanted = template
-            .map(|t| crate::provision::roles(t).len())
-            .unwrap_or(0);
+        let wanted = template.map(|t| t.roles().len()).unwrap_or(0);
         if wanted > self.cfg.max_nodes {
             return Err(SessionError::Invalid(format!(
                 "this template needs {wanted} nodes; this server allows {} per session",
@@ -332,23 +329,8 @@ impl Sessions {
         self.teardown(sid).await
     }
 
-    /// Destroys an ending session; a failure is retried later by the expiry loop (the session
-    /// stays ending, invisible to clients, until it is gone).
-    async fn teardown(&self, sid: &str) -> Result<(), SessionError> {
-        let result = self.destroy(sid).await;
-        if let Err(e) = &result {
-            tracing::error!(session = %sid, error = %e, "tear down a session; retrying in {:?}", expiry::TEARDOWN_RETRY);
-            if let Some(s) = self.lock().get_mut(sid) {
-                s.state = SessionState::Ending {
-                    retry_at: Some(Instant::now() + expiry::TEARDOWN_RETRY),
-                };
-            }
-        }
-        result
-    }
-
     /// Destroys the session's network (waiting for node creations in flight) and its row.
-    async fn destroy(&self, sid: &str) -> Result<(), SessionError> {
+    pub(super) async fn destroy(&self, sid: &str) -> Result<(), SessionError> {
         let deadline = Instant::now() + END_PATIENCE;
         loop {
             match self.runtime.destroy_network(sid).await {

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::error::SessionError;
 use super::state::{live, live_mut, NodeMeta, NodeState};
-use super::{SessionError, Sessions};
+use super::Sessions;
 use crate::node_runtime::Command;
 use crate::store::NodeRow;
 use crate::wire::{Event, ExecRequest, ExecResult, NodeStatus, NodeView, Role, Uploaded};

@@ -15,9 +15,11 @@ use super::Sessions;
 /// How often the supervisor looks for new and removed nodes.
 const SCAN: Duration = Duration::from_secs(1);
 
-/// Starts the supervisor; it stops when the sessions are dropped.
-pub(super) fn start(sessions: &Arc<Sessions>) {
-    tokio::spawn(supervise(Arc::downgrade(sessions)));
+impl Sessions {
+    /// Starts the supervisor of the followers; it stops when the sessions are dropped.
+    pub(super) fn start_ports(self: &Arc<Self>) {
+        tokio::spawn(supervise(Arc::downgrade(self)));
+    }
 }
 
 /// A node's follower; stops when dropped.

@@ -2,8 +2,9 @@
 
 use std::collections::BTreeMap;
 
+use super::error::SessionError;
 use super::state::{is_session_id, now_secs, NodeMeta, NodeState, Session, SessionState};
-use super::{SessionError, Sessions};
+use super::Sessions;
 use crate::store::NodeRow;
 use crate::wire::Role;
 

@@ -12,7 +12,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use terminals::Terminal;
 use tokio::sync::broadcast;
 
-use super::SessionError;
+use super::error::SessionError;
 use crate::store::SessionRow;
 use crate::wire::{Event, Role, StatsView};
 

@@ -5,16 +5,15 @@ use std::time::Duration;
 
 use terminals::Terminal;
 
+use super::error::SessionError;
 use super::state::{live_mut, Session};
-use super::{SessionError, Sessions};
+use super::Sessions;
 use crate::node_runtime::NodeShell;
 
 /// Terminals a node may have at once.
-pub const MAX_TERMINALS: usize = 4;
+const MAX_TERMINALS: usize = 4;
 /// How long a new terminal's shell may take to start.
 const TERMINAL_START: Duration = Duration::from_secs(15);
-/// The terminal a viewer gets when it names none.
-pub const DEFAULT_TERMINAL: &str = "main";
 
 impl Sessions {
     /// The shared terminal `term` of a running node, started on first use.
@@ -80,6 +79,7 @@ fn terminal_or_room(
         return Err(SessionError::TerminalLimit {
             node: node.clone(),
             open: open.join(", "),
+            max: MAX_TERMINALS,
         });
     }
     Ok(None)

@@ -31,11 +31,9 @@ use crate::session::{CreateSession, Event, SessionError, Sessions};
 /// Largest JSON request body.
 const MAX_JSON_BODY: usize = 64 << 10;
 /// Largest WebSocket message a client may send (a big paste arrives in one). Each viewer holds
-/// at most one message until the shell takes it, so with [`MAX_VIEWERS`] this bounds the input
-/// a terminal holds.
+/// at most one message until the shell takes it, so with the viewer limit
+/// (`TerminalOptions::max_viewers`) this bounds the input a terminal holds.
 const MAX_WS_MESSAGE: usize = 4 << 20;
-/// Viewers of one terminal at once (a workshop's whole room watching one shell fits).
-const MAX_VIEWERS: usize = 64;
 /// Uploads buffered at once (each up to `--max-upload-mib`).
 pub(crate) const MAX_UPLOADS: usize = 4;
 /// How often the events socket pings.
@@ -500,13 +498,9 @@ async fn terminal(
         ));
     }
     let term = s.sessions.terminal(&p.sid, &p.node, name).await?;
-    if term.viewers() >= MAX_VIEWERS {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("this terminal already has {MAX_VIEWERS} viewers"),
-        ));
-    }
-    let viewer = term.attach(q.since_in(term.id()), q.readonly);
+    let viewer = term
+        .attach(q.since_in(term.id()), q.readonly)
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?;
     let span = tracing::info_span!("terminal", session = %p.sid, node = %p.node);
     Ok(ws
         .max_message_size(MAX_WS_MESSAGE)

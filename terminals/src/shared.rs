@@ -182,7 +182,7 @@ impl Shared {
         Ok(())
     }
 
-    /// Applies a size the window changed to to the running shell's PTY, then tells viewers.
+    /// Gives the running shell's PTY the window's new size, if it changed, and tells viewers.
     fn apply_size(&self, st: MutexGuard<'_, State>, changed: Option<WinSize>) {
         let Some(size) = changed else { return };
         if let Some(shell) = self.shell.borrow().as_ref() {

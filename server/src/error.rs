@@ -57,3 +57,10 @@ impl From<SessionError> for ApiError {
         ApiError::new(status, e.public_message())
     }
 }
+
+/// A terminal with all the viewers it takes.
+impl From<terminals::AttachError> for ApiError {
+    fn from(e: terminals::AttachError) -> Self {
+        ApiError::new(StatusCode::CONFLICT, e.to_string())
+    }
+}

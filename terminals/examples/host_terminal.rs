@@ -79,7 +79,13 @@ async fn serve(terminal: Terminal, stream: tokio::net::TcpStream) {
             return;
         }
     };
-    let viewer = terminal.attach(query.since_in(terminal.id()), query.readonly);
+    let viewer = match terminal.attach(query.since_in(terminal.id()), query.readonly) {
+        Ok(viewer) => viewer,
+        Err(e) => {
+            eprintln!("viewer refused: {e}");
+            return;
+        }
+    };
     let (sink, stream) = ws::frames(socket);
     let end = pump(viewer, sink, stream, &PumpOptions::default()).await;
     eprintln!("viewer left: {end:?}");

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::terminal::WinSize;
+use crate::size::WinSize;
 
 /// Normal closure: the client closed the connection.
 pub const CLOSE_NORMAL: u16 = 1000;

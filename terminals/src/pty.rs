@@ -9,9 +9,9 @@
 //!
 //! The caller allocates the PTY (inside a node's own devpts for nodes) and hands us the master
 //! as an [`OwnedFd`]; here it becomes non-blocking and registered with tokio's reactor for
-//! writing (the reader in `reader.rs` watches its own descriptor for reading). When
-//! every slave descriptor is closed (the shell and its children exited), reads fail with `EIO`
-//! once the buffered output has been read.
+//! writing (the reader in `reader.rs` watches its own descriptor for reading). When every slave
+//! descriptor is closed (the shell and its children exited), reads fail with `EIO` once the
+//! buffered output has been read.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -21,7 +21,11 @@ use rustix::termios::{tcsetwinsize, Winsize};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use crate::terminal::WinSize;
+use crate::size::WinSize;
+
+/// Bytes asked of the kernel per read: far more than a PTY hands out at once (about 4 KiB),
+/// so one read takes everything that is buffered.
+pub(crate) const READ_SIZE: usize = 64 << 10;
 
 /// Preparing or driving a PTY master.
 #[derive(Debug, thiserror::Error)]
@@ -69,8 +73,8 @@ impl Master {
         })
     }
 
-    /// Another descriptor of the master, for the reader thread (reads never go through the
-    /// async runtime).
+    /// Another descriptor of the master, for the reader (it watches its own descriptor for
+    /// reading, and only while output trickles in).
     pub(crate) fn try_clone(&self) -> io::Result<OwnedFd> {
         self.fd.get_ref().try_clone()
     }

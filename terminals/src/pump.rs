@@ -24,11 +24,12 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 
+use crate::error::TerminalError;
 use crate::protocol::{
     ClientMessage, ServerMessage, CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL,
 };
-use crate::terminal::{Output, TerminalError, WinSize};
-use crate::viewer::{Viewer, DEFAULT_FRAME_BYTES};
+use crate::size::WinSize;
+use crate::viewer::{Output, Viewer, DEFAULT_FRAME_BYTES};
 
 /// A WebSocket message, independent of the library that carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]

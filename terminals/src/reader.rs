@@ -32,12 +32,8 @@ use rustix::time::{
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use crate::pty;
-use crate::terminal::Shared;
-
-/// Bytes asked of the kernel per read: far more than a PTY hands out at once (about 4 KiB),
-/// so one read takes everything that is buffered.
-pub(crate) const READ_SIZE: usize = 64 << 10;
+use crate::pty::{self, READ_SIZE};
+use crate::shared::Shared;
 /// Output is read into segments of this size and published as slices of them (no copy).
 const SEGMENT: usize = 256 << 10;
 /// Most bytes read in one round before viewers are told.

@@ -6,54 +6,51 @@
 //! behind that its offset leaves the ring, it is told how many bytes it lost
 //! ([`Output::Skipped`]) and continues from the oldest kept byte. Its input goes through
 //! [`ViewerInput`], which also makes it the viewer whose window size the PTY follows.
+//!
+//! Attaching counts the viewer against the terminal's limit in the same step, under the
+//! terminal's lock, that places it in the stream, so concurrent attaches never exceed it;
+//! dropping the viewer gives its place back.
 
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::watch;
 
+use crate::error::TerminalError;
 use crate::ring::RingError;
-use crate::terminal::{Output, Shared, TerminalError, WinSize};
+use crate::shared::Shared;
+use crate::size::WinSize;
 
 /// Most bytes [`Viewer::next`] returns at once.
 pub const DEFAULT_FRAME_BYTES: usize = 256 << 10;
 
-/// Identity and window size of a viewer, shared with its [`ViewerInput`].
-#[derive(Debug)]
-pub(crate) struct ViewerState {
-    id: u64,
-    readonly: bool,
-    size: Mutex<Option<WinSize>>,
+/// What a viewer gets next, in stream order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Terminal output from the viewer's offset on.
+    Data(Bytes),
+    /// The bytes `from..to` were evicted before the viewer read them; it continues at `to`.
+    Skipped { from: u64, to: u64 },
+    /// The shell exited and a new one starts; its output begins at `offset`.
+    Restarted { offset: u64 },
+    /// The PTY's window size changed.
+    Resized(WinSize),
+    /// The terminal was closed; nothing follows (every later call returns this again).
+    Closed { reason: String },
 }
 
-impl ViewerState {
-    pub(crate) fn new(id: u64, readonly: bool) -> Self {
-        Self {
-            id,
-            readonly,
-            size: Mutex::new(None),
-        }
-    }
-
-    pub(crate) fn id(&self) -> u64 {
-        self.id
-    }
-
-    /// The size this viewer last asked for.
-    pub(crate) fn size(&self) -> Option<WinSize> {
-        *self.size.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(crate) fn set_size(&self, size: WinSize) {
-        *self.size.lock().unwrap_or_else(PoisonError::into_inner) = Some(size);
-    }
+/// Why a terminal refused a viewer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttachError {
+    #[error("this terminal already has {0} viewers")]
+    TooManyViewers(usize),
 }
 
 /// One reader of a terminal's output. Dropping it detaches.
 pub struct Viewer {
     shared: Arc<Shared>,
-    me: Arc<ViewerState>,
+    id: u64,
+    readonly: bool,
     /// Offset of the next byte this viewer gets.
     cursor: u64,
     /// Sequence number of the next restart event to consider.
@@ -67,33 +64,53 @@ pub struct Viewer {
 impl std::fmt::Debug for Viewer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Viewer")
-            .field("id", &self.me.id)
-            .field("readonly", &self.me.readonly)
+            .field("id", &self.id)
+            .field("readonly", &self.readonly)
             .field("offset", &self.cursor)
             .finish_non_exhaustive()
     }
 }
 
 impl Viewer {
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        me: Arc<ViewerState>,
-        cursor: u64,
-        event_seq: u64,
-        size_seq: u64,
-        resume_error: Option<RingError>,
-    ) -> Self {
-        shared.viewers.fetch_add(1, Ordering::Relaxed);
-        let changes = shared.changes.subscribe();
-        Self {
-            shared,
-            me,
+    /// Attaches a viewer to `shared` (see [`Terminal::attach`](crate::Terminal::attach)):
+    /// counted against the viewer limit and placed in the stream under one lock.
+    pub(crate) fn attach(
+        shared: &Arc<Shared>,
+        since: Option<u64>,
+        readonly: bool,
+    ) -> Result<Self, AttachError> {
+        let mut st = shared.state();
+        let max = shared.opts.max_viewers;
+        if st.viewers >= max {
+            return Err(AttachError::TooManyViewers(max));
+        }
+        st.viewers += 1;
+        let id = st.next_viewer;
+        st.next_viewer += 1;
+        let (cursor, resume_error) = match since {
+            None => (st.ring.start(), None),
+            Some(offset) if offset > st.ring.end() => (
+                st.ring.start(),
+                Some(RingError::Future {
+                    offset,
+                    end: st.ring.end(),
+                }),
+            ),
+            Some(offset) => (offset, None),
+        };
+        let event_seq = st.events.first_at_or_after(cursor);
+        let size_seq = st.window.seq();
+        drop(st);
+        Ok(Self {
+            shared: shared.clone(),
+            id,
+            readonly,
             cursor,
             event_seq,
             size_seq,
-            changes,
+            changes: shared.changes.subscribe(),
             resume_error,
-        }
+        })
     }
 
     /// Offset of the next byte this viewer will get: everything before it was delivered or
@@ -104,7 +121,7 @@ impl Viewer {
 
     /// Whether this viewer may only watch.
     pub fn readonly(&self) -> bool {
-        self.me.readonly
+        self.readonly
     }
 
     /// Id of the terminal's byte stream (see [`Terminal::id`](crate::Terminal::id)).
@@ -114,7 +131,7 @@ impl Viewer {
 
     /// The PTY's current window size.
     pub fn size(&self) -> WinSize {
-        self.shared.state().size
+        self.shared.size()
     }
 
     /// Why the requested resume offset was not used (it was ahead of the stream; the viewer
@@ -127,7 +144,8 @@ impl Viewer {
     pub fn input(&self) -> ViewerInput {
         ViewerInput {
             shared: self.shared.clone(),
-            me: self.me.clone(),
+            id: self.id,
+            readonly: self.readonly,
         }
     }
 
@@ -163,9 +181,9 @@ impl Viewer {
                 reason: reason.clone(),
             });
         }
-        if st.size_seq != self.size_seq {
-            self.size_seq = st.size_seq;
-            return Some(Output::Resized(st.size));
+        if st.window.seq() != self.size_seq {
+            self.size_seq = st.window.seq();
+            return Some(Output::Resized(st.window.size()));
         }
         let mut max = max;
         self.event_seq = self.event_seq.max(st.events.base());
@@ -209,7 +227,9 @@ impl Viewer {
 
 impl Drop for Viewer {
     fn drop(&mut self) {
-        self.shared.viewers.fetch_sub(1, Ordering::Relaxed);
+        let mut st = self.shared.state();
+        st.viewers -= 1;
+        st.window.leave(self.id);
     }
 }
 
@@ -217,14 +237,15 @@ impl Drop for Viewer {
 #[derive(Clone)]
 pub struct ViewerInput {
     shared: Arc<Shared>,
-    me: Arc<ViewerState>,
+    id: u64,
+    readonly: bool,
 }
 
 impl std::fmt::Debug for ViewerInput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ViewerInput")
-            .field("id", &self.me.id)
-            .field("readonly", &self.me.readonly)
+            .field("id", &self.id)
+            .field("readonly", &self.readonly)
             .finish_non_exhaustive()
     }
 }
@@ -232,24 +253,24 @@ impl std::fmt::Debug for ViewerInput {
 impl ViewerInput {
     /// Whether this viewer may only watch.
     pub fn readonly(&self) -> bool {
-        self.me.readonly
+        self.readonly
     }
 
     /// Queues input for the shell (written whole, in order with other viewers' input) and
     /// makes this viewer the active one. Waits while the input queue is full.
     pub async fn write(&self, data: Bytes) -> Result<(), TerminalError> {
-        if self.me.readonly {
+        if self.readonly {
             return Err(TerminalError::ReadOnly);
         }
-        self.shared.make_active(&self.me);
+        self.shared.make_active(self.id);
         self.shared.send_input(data).await
     }
 
     /// Sets this viewer's window size, makes it the active viewer and resizes the PTY.
     pub fn resize(&self, size: WinSize) -> Result<(), TerminalError> {
-        if self.me.readonly {
+        if self.readonly {
             return Err(TerminalError::ReadOnly);
         }
-        self.shared.resize_for(&self.me, size)
+        self.shared.resize_for(self.id, size)
     }
 }

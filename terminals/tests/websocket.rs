@@ -347,6 +347,44 @@ async fn a_read_only_viewer_watches_but_cannot_type_or_resize() {
 }
 
 #[tokio::test]
+async fn attach_refuses_a_viewer_over_the_limit_in_one_step() {
+    let opts = TerminalOptions {
+        max_viewers: 3,
+        ..TerminalOptions::default()
+    };
+    let server = TestServer::start_with(opts, PumpOptions::default()).await;
+    let terminal = &server.terminal;
+    // Attaches racing on both cores: exactly the limit get in.
+    let attempts: Vec<_> = (0..16)
+        .map(|_| {
+            let terminal = terminal.clone();
+            tokio::task::spawn_blocking(move || terminal.attach(None, false))
+        })
+        .collect();
+    let mut viewers = Vec::new();
+    let mut refusals = Vec::new();
+    for attempt in attempts {
+        match attempt.await.expect("attach task") {
+            Ok(viewer) => viewers.push(viewer),
+            Err(e) => refusals.push(e.to_string()),
+        }
+    }
+    assert_eq!((viewers.len(), refusals.len()), (3, 13));
+    assert!(refusals
+        .iter()
+        .all(|e| e == "this terminal already has 3 viewers"));
+    assert_eq!(terminal.viewers(), 3);
+    // A viewer that leaves makes room for one more.
+    viewers.pop();
+    assert_eq!(terminal.viewers(), 2);
+    let again = terminal.attach(None, true).expect("room for one");
+    assert!(terminal.attach(None, true).is_err());
+    drop((viewers, again));
+    assert_eq!(terminal.viewers(), 0);
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn bad_control_messages_get_errors_and_the_shell_goes_on() {
     let server = TestServer::start().await;
     let mut c = server.connect("").await;

@@ -38,7 +38,7 @@ static MARKERS: AtomicU64 = AtomicU64::new(1);
 
 impl Screen {
     fn new(terminal: &Terminal) -> Self {
-        let viewer = terminal.attach(None, false);
+        let viewer = terminal.attach(None, false).expect("attach a viewer");
         let input = viewer.input();
         Self {
             viewer,

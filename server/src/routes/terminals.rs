@@ -4,7 +4,7 @@
 
 use axum::extract::ws::{self, Message, WebSocketUpgrade};
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use terminals::{Frame, PumpOptions, TerminalQuery};
@@ -16,13 +16,11 @@ use super::state::AppState;
 use crate::error::ApiError;
 
 /// Largest WebSocket message a client may send (a big paste arrives in one). Each viewer holds
-/// at most one message until the shell takes it, so with [`MAX_VIEWERS`] this bounds the input
-/// a terminal holds.
+/// at most one message until the shell takes it, so with the terminal's viewer limit this
+/// bounds the input a terminal holds.
 const MAX_WS_MESSAGE: usize = 4 << 20;
 /// The terminal a viewer gets when it names none.
 const DEFAULT_TERMINAL: &str = "main";
-/// Viewers of one terminal at once (a workshop's whole room watching one shell fits).
-const MAX_VIEWERS: usize = 64;
 
 pub async fn terminal(
     State(s): State<AppState>,
@@ -42,13 +40,7 @@ pub async fn terminal(
         ));
     }
     let term = s.sessions.terminal(&p.sid, &p.node, name).await?;
-    if term.viewers() >= MAX_VIEWERS {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("this terminal already has {MAX_VIEWERS} viewers"),
-        ));
-    }
-    let viewer = term.attach(q.since_in(term.id()), q.readonly);
+    let viewer = term.attach(q.since_in(term.id()), q.readonly)?;
     let span = tracing::info_span!("terminal", session = %p.sid, node = %p.node);
     Ok(ws
         .max_message_size(MAX_WS_MESSAGE)

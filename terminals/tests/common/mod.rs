@@ -85,7 +85,9 @@ impl TestServer {
                     let query: TerminalQuery =
                         serde_urlencoded::from_str(&query).expect("a valid query");
                     // What the server's handler does: attach, then pump.
-                    let viewer = terminal.attach(query.since_in(terminal.id()), query.readonly);
+                    let viewer = terminal
+                        .attach(query.since_in(terminal.id()), query.readonly)
+                        .expect("attach a viewer");
                     let (sink, stream) = ws::frames(socket);
                     let end = pump(viewer, sink, stream, &pump_opts).await;
                     end_tx.send(end).ok();

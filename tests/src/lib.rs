@@ -20,7 +20,9 @@ use sandbox::{
 };
 
 mod server;
-pub use server::{Events, TermClient, TestServer, Ws};
+mod sockets;
+pub use server::TestServer;
+pub use sockets::{Events, TermClient, Ws};
 
 /// Where test state lives; node directories must be traversable by the nodes' unprivileged
 /// root, so not a private temp dir.

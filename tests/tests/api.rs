@@ -3,6 +3,10 @@
 //! the limits, restarts (SIGKILL and SIGTERM) with the nodes surviving, and uploads that stay
 //! inside their node. Each test has a server of its own; each checks at the end that nothing
 //! of it is left on the host.
+//!
+//! One file on purpose: every file under `tests/tests` is a test binary of its own that links
+//! the whole harness, so splitting this suite by route would add a link per part to every
+//! build; its tests are independent and short to read one at a time.
 
 use std::time::{Duration, Instant};
 

@@ -42,7 +42,7 @@ use crate::store::{SessionRow, Store};
 use crate::wire::{
     EndReason, Event, Health, NodeStatus, NodeView, PortView, SessionView, Template,
 };
-use state::{live, NodeMeta, Session, SessionState, Table};
+use state::{live, NodeMeta, NodeState, Session, SessionState, Table};
 
 /// Limits and lifetimes of sessions.
 #[derive(Debug, Clone)]
@@ -241,10 +241,11 @@ impl Sessions {
 
     fn node_view(&self, sid: &str, name: &str, m: &NodeMeta) -> NodeView {
         let facts = self.runtime.node(sid, name);
-        let status = match &facts {
-            Some(f) => f.status,
-            None if m.state == state::NodeState::Creating => NodeStatus::Creating,
-            None => NodeStatus::Failed,
+        let status = match (&facts, m.state) {
+            (Some(f), _) => f.status,
+            (None, NodeState::Creating) => NodeStatus::Creating,
+            (None, NodeState::Removing) => NodeStatus::Destroying,
+            (None, NodeState::Ready) => NodeStatus::Failed,
         };
         let port = match self.cfg.public_port {
             80 => String::new(),

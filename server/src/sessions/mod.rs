@@ -34,7 +34,8 @@ use terminals::TerminalOptions;
 use tokio::sync::broadcast;
 
 pub use error::SessionError;
-pub(crate) use state::{is_session_id, now_secs, rfc3339};
+pub(crate) use state::is_session_id;
+use state::{now_secs, rfc3339};
 
 use crate::metrics::Metrics;
 use crate::node_runtime::NodeRuntime;

@@ -160,7 +160,7 @@ pub(super) fn live_mut<'a>(
     }
 }
 
-pub(crate) fn now_secs() -> i64 {
+pub(super) fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -168,7 +168,7 @@ pub(crate) fn now_secs() -> i64 {
 }
 
 /// RFC 3339 in UTC, to the second.
-pub(crate) fn rfc3339(secs: i64) -> String {
+pub(super) fn rfc3339(secs: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(secs)
         .ok()
         .and_then(|t| {

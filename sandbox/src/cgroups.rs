@@ -38,6 +38,7 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use crate::config::NodeLimits;
+use crate::kernfs::{self, errno_of};
 
 /// Every hierarchy a node gets a cgroup in, named by its directory under the cgroup root.
 pub(crate) const HIERARCHIES: &[&str] = &[
@@ -480,10 +481,6 @@ fn hierarchy_roots(root: &Path) -> Vec<(&'static str, PathBuf)> {
     out
 }
 
-fn errno_of(e: &io::Error) -> Errno {
-    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
-}
-
 /// `mkdir`, recording what it made. `may_exist` for shared levels such as the parent.
 fn mkdir(path: &Path, created: &mut Vec<PathBuf>, may_exist: bool) -> Result<(), CgroupError> {
     match fs::create_dir(path) {
@@ -537,13 +534,10 @@ fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
 }
 
 fn read_trimmed(path: &Path) -> Result<String, CgroupError> {
-    match fs::read_to_string(path) {
-        Ok(s) => Ok(s.trim().to_string()),
-        Err(e) => Err(CgroupError::Read {
-            path: path.to_path_buf(),
-            errno: errno_of(&e),
-        }),
-    }
+    kernfs::read_trimmed(path).map_err(|e| CgroupError::Read {
+        path: path.to_path_buf(),
+        errno: errno_of(&e),
+    })
 }
 
 fn read_u64(path: &Path) -> Result<u64, CgroupError> {

@@ -16,7 +16,6 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -30,8 +29,9 @@ use nix::unistd::{pipe2, Pid};
 use serde::Serialize;
 
 use crate::cgroups::HIERARCHIES;
-use crate::config::{Isolation, NodeLimits};
-use crate::registry::{MirrorSource, RegistryConfig};
+use crate::config::{Isolation, MirrorSource, NodeLimits, RegistryConfig};
+use crate::kernfs::errno_of;
+use crate::registry::Layout;
 
 /// Outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -255,7 +255,7 @@ pub fn run(input: &Input) -> Vec<Check> {
         seeded
             .filter(|s| s.is_dir())
             .map(|s| crate::registry::store_images(s)),
-        mirror_answers(&input.registry_dir.join("mirror.sock")),
+        mirror_answers(&Layout::at(&input.registry_dir).files("mirror").socket),
     ));
     checks
 }
@@ -275,11 +275,7 @@ pub fn supported_isolation(checks: &[Check]) -> Option<Isolation> {
 }
 
 fn read_trimmed(path: &str) -> Option<String> {
-    fs::read_to_string(path).ok().map(|s| s.trim().to_string())
-}
-
-fn errno_of(e: &io::Error) -> Errno {
-    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+    crate::kernfs::read_trimmed(path).ok()
 }
 
 fn gib(bytes: u64) -> String {
@@ -851,17 +847,26 @@ fn check_base_image(images_dir: &Path, name: &str) -> Check {
 // ---- registry mirror ----
 
 /// Whether a registry answers `GET /v2/` on `socket` (a running `sandpit serve`'s mirror).
+/// The doctor runs before any async runtime exists, so the probe brings its own.
 fn mirror_answers(socket: &Path) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::os::unix::net::UnixStream::connect(socket) else {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
         return false;
     };
-    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
-    let mut head = [0u8; 12];
-    s.write_all(b"GET /v2/ HTTP/1.0\r\nHost: mirror\r\n\r\n")
-        .is_ok()
-        && s.read_exact(&mut head).is_ok()
-        && head.ends_with(b" 200")
+    rt.block_on(async {
+        let probe = async {
+            let stream = tokio::net::UnixStream::connect(socket).await.ok()?;
+            let resp = crate::unix_http::get(stream, "mirror", "/v2/").await.ok()?;
+            Some(resp.status() == hyper::StatusCode::OK)
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(2), probe)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(false)
+    })
 }
 
 fn check_registry(

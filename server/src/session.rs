@@ -679,7 +679,6 @@ impl Sessions {
                 network: sid.into(),
                 hostname: Some(name.clone()),
                 image: Some(image.clone()),
-                limits: None,
             })
             .await;
         let recorded = created.as_ref().map_err(|_| ()).and_then(|_| {

@@ -2,7 +2,7 @@
 //! what to do about what is missing.
 //!
 //! Background. A node needs, from the host kernel: overlayfs, ext4 (the loop image under
-//! `/var/lib/docker`), devpts, mqueue and tmpfs; the cgroup v1 hierarchies (`cgroups.rs` puts
+//! `/var/lib/docker`), devpts, mqueue and tmpfs; the cgroup v1 hierarchies (`cgroups/` puts
 //! every node in all of them; cgroup v2-only hosts are not supported yet); bridges, veth pairs
 //! and, for swarm overlay networks, VXLAN. The default isolation additionally needs user
 //! namespaces and *idmapped mounts* (`mount_setattr(MOUNT_ATTR_IDMAP)`, Linux 5.12, and support

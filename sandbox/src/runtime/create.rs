@@ -1,6 +1,6 @@
 //! Creating a node, one step after another: reserve its name, address and uid range under
 //! the runtime's lock and record it as `creating`; then, without the lock, its directory,
-//! cgroups, disk and `/etc` files, the launch handshake with its init (`init.rs` has the
+//! cgroups, disk and `/etc` files, the launch handshake with its init (`init/mod.rs` has the
 //! diagram), and the wait for its engine. A failure tears down whatever was made and reports
 //! the cleanup's failures with the first error.
 

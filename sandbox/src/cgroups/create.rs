@@ -10,7 +10,7 @@ use nix::errno::Errno;
 use crate::config::NodeLimits;
 use crate::kernfs::errno_of;
 
-use super::*;
+use super::{do_chown, hierarchy_roots, read_trimmed, write, CgroupError, NodeCgroup};
 
 /// CFS bandwidth period; the quota is `cpus` times this.
 const CFS_PERIOD_US: u64 = 100_000;
@@ -233,6 +233,7 @@ fn remove_created(created: &[PathBuf]) -> Result<(), CgroupError> {
 mod tests {
     use super::*;
     use crate::cgroups::testing::{fake_root, limits};
+    use crate::cgroups::{leftovers, HIERARCHIES};
 
     #[test]
     fn device_rules_fence_off_host_devices() {

@@ -10,7 +10,7 @@ use nix::unistd::Pid;
 
 use crate::kernfs::errno_of;
 
-use super::*;
+use super::{hierarchy_roots, subtree_post_order, tree_pids, CgroupError, NodeCgroup};
 
 /// How long `destroy` keeps retrying a busy cgroup.
 const DESTROY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -91,6 +91,7 @@ impl NodeCgroup {
 mod tests {
     use super::*;
     use crate::cgroups::testing::fake_root;
+    use crate::cgroups::{leftovers, remove_parent_if_empty, HIERARCHIES};
 
     #[test]
     fn destroy_removes_nested_trees_and_is_idempotent() {

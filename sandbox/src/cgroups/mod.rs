@@ -38,10 +38,23 @@ use std::os::unix::fs::chown;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
+use serde::{Deserialize, Serialize};
 
 use crate::kernfs::{self, errno_of};
 
-pub use stats::CgroupStats;
+/// Resource use of one node, read from its cgroups.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
+pub struct CgroupStats {
+    /// `memory.usage_in_bytes`: includes page cache, as the limit does.
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: u64,
+    /// `cpuacct.usage`: total CPU time of the node's tree.
+    pub cpu_usage_ns: u64,
+    /// `pids.current`: tasks (threads included) in the node's tree.
+    pub pids: u64,
+    /// OOM kills inside the node's memory cgroup (`oom_kill` in `memory.oom_control`).
+    pub oom_kills: u64,
+}
 
 /// Every hierarchy a node gets a cgroup in, named by its directory under the cgroup root.
 pub(crate) const HIERARCHIES: &[&str] = &[
@@ -199,7 +212,7 @@ pub(crate) fn leftovers(root: &Path, parent: &str) -> Vec<PathBuf> {
 
 /// The hierarchies under `root` with their resolved directories. Co-mounted controllers (the
 /// common `cpu` and `cpuacct` symlinks to `cpu,cpuacct`) appear once, under the first name.
-fn hierarchy_roots(root: &Path) -> Vec<(&'static str, PathBuf)> {
+pub(super) fn hierarchy_roots(root: &Path) -> Vec<(&'static str, PathBuf)> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for h in HIERARCHIES {
@@ -213,7 +226,7 @@ fn hierarchy_roots(root: &Path) -> Vec<(&'static str, PathBuf)> {
 }
 
 /// One `write(2)` of `value`: cgroup files take a whole value per write.
-fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
+pub(super) fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
     fs::write(path, value).map_err(|e| CgroupError::Write {
         path: path.to_path_buf(),
         value: value.to_string(),
@@ -221,25 +234,25 @@ fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
     })
 }
 
-fn read_trimmed(path: &Path) -> Result<String, CgroupError> {
+pub(super) fn read_trimmed(path: &Path) -> Result<String, CgroupError> {
     kernfs::read_trimmed(path).map_err(|e| CgroupError::Read {
         path: path.to_path_buf(),
         errno: errno_of(&e),
     })
 }
 
-fn read_u64(path: &Path) -> Result<u64, CgroupError> {
+pub(super) fn read_u64(path: &Path) -> Result<u64, CgroupError> {
     parse_u64(path, &read_trimmed(path)?)
 }
 
-fn parse_u64(path: &Path, text: &str) -> Result<u64, CgroupError> {
+pub(super) fn parse_u64(path: &Path, text: &str) -> Result<u64, CgroupError> {
     text.trim().parse().map_err(|_| CgroupError::Parse {
         path: path.to_path_buf(),
         content: text.to_string(),
     })
 }
 
-fn do_chown(path: &Path, uid: u32, gid: u32) -> Result<(), CgroupError> {
+pub(super) fn do_chown(path: &Path, uid: u32, gid: u32) -> Result<(), CgroupError> {
     chown(path, Some(uid), Some(gid)).map_err(|e| CgroupError::Chown {
         path: path.to_path_buf(),
         uid,
@@ -256,7 +269,7 @@ fn parse_pids(text: &str) -> impl Iterator<Item = i32> + '_ {
 
 /// Directories of the tree at `top`, children before their parents; none if `top` is missing.
 /// Symlinks are not followed.
-fn subtree_post_order(top: &Path) -> Vec<PathBuf> {
+pub(super) fn subtree_post_order(top: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if fs::symlink_metadata(top).is_ok_and(|m| m.is_dir()) {
         walk(top, &mut out);
@@ -285,7 +298,7 @@ fn has_child_dirs(dir: &Path) -> bool {
 }
 
 /// Pids in `cgroup.procs` of every cgroup in the trees at `tops`, sorted and de-duplicated.
-fn tree_pids(tops: &[PathBuf]) -> Vec<i32> {
+pub(super) fn tree_pids(tops: &[PathBuf]) -> Vec<i32> {
     let mut pids = BTreeSet::new();
     for top in tops {
         for dir in subtree_post_order(top) {

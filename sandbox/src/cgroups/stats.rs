@@ -2,23 +2,7 @@
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-
-use super::*;
-
-/// Resource use of one node, read from its cgroups.
-#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
-pub struct CgroupStats {
-    /// `memory.usage_in_bytes`: includes page cache, as the limit does.
-    pub memory_bytes: u64,
-    pub memory_limit_bytes: u64,
-    /// `cpuacct.usage`: total CPU time of the node's tree.
-    pub cpu_usage_ns: u64,
-    /// `pids.current`: tasks (threads included) in the node's tree.
-    pub pids: u64,
-    /// OOM kills inside the node's memory cgroup (`oom_kill` in `memory.oom_control`).
-    pub oom_kills: u64,
-}
+use super::{parse_u64, read_trimmed, read_u64, CgroupError, CgroupStats, NodeCgroup};
 
 impl NodeCgroup {
     /// Current resource use of the node's tree.
@@ -48,6 +32,8 @@ fn parse_oom_kills(path: &Path, text: &str) -> Result<u64, CgroupError> {
 mod tests {
     use super::*;
     use crate::cgroups::testing::fake_root;
+    use crate::cgroups::HIERARCHIES;
+    use std::fs;
 
     #[test]
     fn stats_are_parsed_from_files() {

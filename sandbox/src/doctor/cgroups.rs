@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::*;
+use super::check::{Check, CGROUPS};
 
 /// A mounted cgroup filesystem, from `/proc/self/mountinfo`.
 #[derive(Debug, PartialEq)]
@@ -37,7 +37,7 @@ pub(super) fn parse_cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
 }
 
 /// Whether `m` is the hierarchy `h` of [`HIERARCHIES`].
-pub(super) fn mount_is(m: &CgroupMount, h: &str) -> bool {
+fn mount_is(m: &CgroupMount, h: &str) -> bool {
     match h {
         "unified" => m.fstype == "cgroup2",
         "systemd" => m.fstype == "cgroup" && m.options.iter().any(|o| o == "name=systemd"),
@@ -45,7 +45,7 @@ pub(super) fn mount_is(m: &CgroupMount, h: &str) -> bool {
     }
 }
 
-pub(super) fn mount_command(h: &str, path: &Path) -> String {
+fn mount_command(h: &str, path: &Path) -> String {
     let p = path.display();
     match h {
         "unified" => format!("mkdir -p {p} && mount -t cgroup2 none {p}"),
@@ -122,6 +122,8 @@ pub(super) fn check_cgroups(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cgroups::HIERARCHIES;
+    use crate::doctor::check::Status;
 
     const MOUNTINFO: &str = "\
 31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755

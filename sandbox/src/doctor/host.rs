@@ -9,9 +9,24 @@ use nix::errno::Errno;
 
 use crate::config::NodeLimits;
 
-use super::*;
+use super::check::{gib, Check, Status, BRIDGE_NF, DISK, GIB, MEMORY, TOOLS};
 
 // ---- host tools ----
+
+/// Host binaries the runtime runs, with their Debian packages.
+pub(super) const TOOLS_NEEDED: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("nsenter", "util-linux"),
+    ("mount", "mount"),
+    ("mkfs.ext4", "e2fsprogs"),
+    ("iptables", "iptables"),
+    ("iptables-restore", "iptables"),
+    ("losetup", "util-linux"),
+];
+const TOOLS_FIX: &str = "apt-get install iproute2 util-linux mount e2fsprogs iptables";
+
+const DISK_WARN_BYTES: u64 = 20 * GIB;
+const DISK_FAIL_BYTES: u64 = 2 * GIB;
 
 /// `PATH` plus the sbin directories, which a service's or sudo's PATH may lack.
 pub(super) fn search_dirs(path: Option<&std::ffi::OsStr>) -> Vec<PathBuf> {
@@ -99,7 +114,7 @@ pub(super) fn nearest_existing(path: &Path) -> PathBuf {
         .to_path_buf()
 }
 
-pub(super) fn disk_status(free_bytes: u64) -> Status {
+fn disk_status(free_bytes: u64) -> Status {
     if free_bytes < DISK_FAIL_BYTES {
         Status::Fail
     } else if free_bytes < DISK_WARN_BYTES {
@@ -139,7 +154,7 @@ pub(super) fn check_disk(state_dir: &Path, measured: &Path, free: Result<u64, Er
 }
 
 /// `MemAvailable` in bytes.
-pub(super) fn parse_mem_available(meminfo: &str) -> Option<u64> {
+fn parse_mem_available(meminfo: &str) -> Option<u64> {
     let line = meminfo
         .lines()
         .find_map(|l| l.strip_prefix("MemAvailable:"))?;

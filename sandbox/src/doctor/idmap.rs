@@ -13,7 +13,14 @@ use nix::unistd::{pipe2, Pid};
 
 use crate::kernfs::errno_of;
 
-use super::*;
+use super::check::{Check, IDMAP};
+
+/// The map the idmapped-mount probe gives its throw-away user namespace.
+const PROBE_ID_MAP: &str = "0 1000000 65536";
+
+pub(super) const IDMAP_FIX: &str =
+    "use Linux >= 5.12 with idmapped mount support on the filesystem of \
+                         the images dir, or run with --isolation rootful (trusted users only)";
 
 /// A failed step of the idmapped-mount probe.
 #[derive(Debug)]
@@ -22,16 +29,16 @@ pub(super) struct ProbeError {
     errno: Errno,
 }
 
-pub(super) fn step(step: impl Into<String>) -> impl FnOnce(Errno) -> ProbeError {
+fn step(step: impl Into<String>) -> impl FnOnce(Errno) -> ProbeError {
     let step = step.into();
     move |errno| ProbeError { step, errno }
 }
 
 /// Where to try an idmapped mount: support depends on the filesystem, so the images' own
 /// if they exist yet.
-pub(super) fn idmap_probe_dir(input: &Input) -> PathBuf {
-    let rootfs = input.images_dir.join(&input.default_image).join("rootfs");
-    [rootfs, input.images_dir.clone()]
+pub(super) fn idmap_probe_dir(images_dir: &Path, default_image: &str) -> PathBuf {
+    let rootfs = images_dir.join(default_image).join("rootfs");
+    [rootfs, images_dir.to_owned()]
         .into_iter()
         .find(|p| p.is_dir())
         .unwrap_or_else(std::env::temp_dir)
@@ -64,7 +71,7 @@ pub(super) fn probe_idmapped_mount(dir: &Path) -> Result<(), ProbeError> {
     result
 }
 
-pub(super) fn idmap_through(child: Pid, ready: &OwnedFd, dir: &Path) -> Result<(), ProbeError> {
+fn idmap_through(child: Pid, ready: &OwnedFd, dir: &Path) -> Result<(), ProbeError> {
     let mut buf = [0u8; 4];
     let mut got = 0;
     while got < buf.len() {
@@ -99,6 +106,7 @@ pub(super) fn idmap_through(child: Pid, ready: &OwnedFd, dir: &Path) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::doctor::check::Status;
 
     #[test]
     fn idmap_failure_names_step_and_errno() {

@@ -6,9 +6,20 @@ use std::path::Path;
 use crate::config::{MirrorSource, RegistryConfig};
 use crate::kernfs::errno_of;
 
-use super::*;
+use super::check::{Check, BASE_IMAGE, MIRROR};
 
 // ---- base image ----
+
+/// The seed images a learner's first commands expect (`ops/seed/build`).
+const SEED_IMAGES: &[&str] = &[
+    "hello-world",
+    "busybox",
+    "debian",
+    "nginx",
+    "redis",
+    "python",
+    "postgres",
+];
 
 pub(super) fn check_base_image(images_dir: &Path, name: &str) -> Check {
     let fix = format!("ops/setup (or ops/image/build-base {name})");
@@ -159,6 +170,7 @@ pub(super) fn check_registry(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::doctor::check::Status;
     use crate::testdir::TempDir;
 
     #[test]

@@ -6,9 +6,19 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use super::*;
+use super::check::{Check, BRIDGE, FILESYSTEMS, IPVS, KERNEL, USERNS, VXLAN};
 
 // ---- kernel build options ----
+
+/// Filesystems a node mounts, with the kernel option that provides each.
+const FILESYSTEMS_NEEDED: &[(&str, &str)] = &[
+    ("overlay", "OVERLAY_FS"),
+    ("ext4", "EXT4_FS"),
+    ("cgroup", "CGROUPS"),
+    ("devpts", "UNIX98_PTYS"),
+    ("mqueue", "POSIX_MQUEUE"),
+    ("tmpfs", "TMPFS"),
+];
 
 /// Kernel build options (`CONFIG_` prefix stripped) and where they were read from.
 pub(super) struct KernelConfig {
@@ -18,7 +28,7 @@ pub(super) struct KernelConfig {
 
 /// What the kernel config says about one option.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Feature {
+enum Feature {
     BuiltIn,
     Module,
     Absent,
@@ -49,14 +59,14 @@ pub(super) fn read_kernel_config(release: &str) -> Option<KernelConfig> {
     })
 }
 
-pub(super) fn parse_kernel_config(text: &str) -> HashMap<String, String> {
+fn parse_kernel_config(text: &str) -> HashMap<String, String> {
     text.lines()
         .filter_map(|l| l.strip_prefix("CONFIG_")?.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
 
-pub(super) fn feature(cfg: Option<&KernelConfig>, option: &str) -> Feature {
+fn feature(cfg: Option<&KernelConfig>, option: &str) -> Feature {
     match cfg {
         None => Feature::Unknown,
         Some(c) => match c.options.get(option).map(String::as_str) {
@@ -68,7 +78,7 @@ pub(super) fn feature(cfg: Option<&KernelConfig>, option: &str) -> Feature {
 }
 
 /// `(major, minor)` of a release string such as `6.18.44-fc-v669`.
-pub(super) fn kernel_version(release: &str) -> Option<(u32, u32)> {
+fn kernel_version(release: &str) -> Option<(u32, u32)> {
     let mut parts = release.split(|c: char| !c.is_ascii_digit());
     let major = parts.next()?.parse().ok()?;
     let minor = parts.next()?.parse().ok()?;
@@ -244,6 +254,7 @@ pub(super) fn check_ipvs(proc_ip_vs: bool, cfg: Option<&KernelConfig>) -> Check 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::doctor::check::{Status, VETH};
 
     fn config(text: &str) -> KernelConfig {
         KernelConfig {

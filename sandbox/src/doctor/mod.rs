@@ -18,73 +18,31 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde::Serialize;
-
 use crate::cgroups::HIERARCHIES;
 use crate::config::{Isolation, MirrorSource, RegistryConfig};
 use crate::kernfs;
 use crate::registry::Layout;
 
 mod cgroups;
+mod check;
 mod host;
 mod idmap;
 mod images;
 mod kernel;
 
-use self::cgroups::*;
-use host::*;
-use idmap::*;
-use images::*;
-use kernel::*;
-
-/// Outcome of one check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Ok,
-    /// Works, with a limitation the user should know about.
-    Warn,
-    /// Nodes (or the isolation mode in question) cannot work.
-    Fail,
-}
-
-/// One host check: a short name, its outcome, one line of detail, and the fix when not Ok.
-#[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    pub name: String,
-    pub status: Status,
-    pub detail: String,
-    pub fix: Option<String>,
-}
-
-impl Check {
-    fn ok(name: &str, detail: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            status: Status::Ok,
-            detail: detail.into(),
-            fix: None,
-        }
-    }
-
-    fn warn(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            status: Status::Warn,
-            detail: detail.into(),
-            fix: Some(fix.into()),
-        }
-    }
-
-    fn fail(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            status: Status::Fail,
-            detail: detail.into(),
-            fix: Some(fix.into()),
-        }
-    }
-}
+use self::cgroups::{check_cgroups, parse_cgroup_mounts};
+pub use check::{Check, Status};
+use check::{IDMAP, ROOT, USERNS, VETH, VXLAN};
+use host::{
+    check_bridge_netfilter, check_disk, check_memory, check_tools, find_tool, nearest_existing,
+    parse_forward_policy, search_dirs, TOOLS_NEEDED,
+};
+use idmap::{idmap_check, idmap_probe_dir, probe_idmapped_mount, IDMAP_FIX};
+use images::{check_base_image, check_registry, mirror_answers};
+use kernel::{
+    check_bridge, check_filesystems, check_ipvs, check_kernel, check_link_kind, check_userns,
+    read_kernel_config,
+};
 
 /// Where the runtime would keep its files; the same values as its configuration.
 pub struct Input {
@@ -97,67 +55,6 @@ pub struct Input {
     /// Where a running owner's registries listen (`<runtime state>/registry`).
     pub registry_dir: PathBuf,
 }
-
-// Check names, also what `supported_isolation` keys on.
-const ROOT: &str = "root";
-const KERNEL: &str = "kernel";
-const FILESYSTEMS: &str = "filesystems";
-const USERNS: &str = "user-namespaces";
-const BRIDGE: &str = "bridge";
-const VETH: &str = "veth";
-const VXLAN: &str = "vxlan";
-const IPVS: &str = "ipvs";
-const IDMAP: &str = "idmapped-mounts";
-const CGROUPS: &str = "cgroups";
-const TOOLS: &str = "host-tools";
-const BRIDGE_NF: &str = "bridge-netfilter";
-const BASE_IMAGE: &str = "base-image";
-const DISK: &str = "disk-space";
-const MEMORY: &str = "memory";
-const MIRROR: &str = "registry-mirror";
-
-/// The seed images a learner's first commands expect (`ops/seed/build`).
-const SEED_IMAGES: &[&str] = &[
-    "hello-world",
-    "busybox",
-    "debian",
-    "nginx",
-    "redis",
-    "python",
-    "postgres",
-];
-
-const GIB: u64 = 1 << 30;
-const DISK_WARN_BYTES: u64 = 20 * GIB;
-const DISK_FAIL_BYTES: u64 = 2 * GIB;
-
-/// The map the idmapped-mount probe gives its throw-away user namespace.
-const PROBE_ID_MAP: &str = "0 1000000 65536";
-
-const IDMAP_FIX: &str = "use Linux >= 5.12 with idmapped mount support on the filesystem of \
-                         the images dir, or run with --isolation rootful (trusted users only)";
-
-/// Filesystems a node mounts, with the kernel option that provides each.
-const FILESYSTEMS_NEEDED: &[(&str, &str)] = &[
-    ("overlay", "OVERLAY_FS"),
-    ("ext4", "EXT4_FS"),
-    ("cgroup", "CGROUPS"),
-    ("devpts", "UNIX98_PTYS"),
-    ("mqueue", "POSIX_MQUEUE"),
-    ("tmpfs", "TMPFS"),
-];
-
-/// Host binaries the runtime runs, with their Debian packages.
-const TOOLS_NEEDED: &[(&str, &str)] = &[
-    ("ip", "iproute2"),
-    ("nsenter", "util-linux"),
-    ("mount", "mount"),
-    ("mkfs.ext4", "e2fsprogs"),
-    ("iptables", "iptables"),
-    ("iptables-restore", "iptables"),
-    ("losetup", "util-linux"),
-];
-const TOOLS_FIX: &str = "apt-get install iproute2 util-linux mount e2fsprogs iptables";
 
 /// Runs every check against this host. Call it before the process starts threads if
 /// possible; the idmapped-mount probe forks, but its child is async-signal-safe either way.
@@ -207,7 +104,7 @@ pub fn run(input: &Input) -> Vec<Check> {
             IDMAP_FIX,
         )
     } else {
-        let dir = idmap_probe_dir(input);
+        let dir = idmap_probe_dir(&input.images_dir, &input.default_image);
         idmap_check(&dir, probe_idmapped_mount(&dir))
     });
 
@@ -286,10 +183,6 @@ pub fn supported_isolation(checks: &[Check]) -> Option<Isolation> {
     }
 }
 
-fn gib(bytes: u64) -> String {
-    format!("{:.1} GiB", bytes as f64 / GIB as f64)
-}
-
 fn check_root(euid: u32) -> Check {
     if euid == 0 {
         Check::ok(ROOT, "running as root (euid 0)")
@@ -304,6 +197,7 @@ fn check_root(euid: u32) -> Check {
 
 #[cfg(test)]
 mod tests {
+    use super::check::{CGROUPS, IPVS, KERNEL, MIRROR};
     use super::*;
 
     fn named(name: &str, status: Status) -> Check {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 
-use super::*;
+use super::config::{InitError, HANDSHAKE_FD};
 
 /// The host's end of a launch in progress.
 pub(crate) struct Launch {

@@ -11,7 +11,7 @@ use nix::unistd::{chdir, pivot_root, sethostname};
 use crate::config::Isolation;
 use crate::rootfs::{NodeDir, DEVICES};
 
-use super::*;
+use super::config::{InitConfig, EXTRA_CA_DIR};
 
 fn mnt(
     src: Option<&str>,

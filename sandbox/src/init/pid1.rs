@@ -10,7 +10,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{execve, ForkResult, Pid};
 
-use super::*;
+use super::config::{InitConfig, EXTRA_CA_DIR, NODE_ENV};
 
 /// PID 1 of the node: starts dockerd, restarts it when it dies, reaps every orphan, and on
 /// SIGTERM stops dockerd (up to 10 s) before exiting, which ends the node.

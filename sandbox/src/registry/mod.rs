@@ -19,6 +19,8 @@
 //! made for this host that signed that one name and was then thrown away; only the nodes'
 //! dockerd trusts it (`SSL_CERT_DIR`), and nothing leaves the machine.
 
+mod error;
+mod gateway;
 mod layout;
 mod names;
 mod process;
@@ -29,63 +31,14 @@ use std::path::{Path, PathBuf};
 
 use futures_util::future::BoxFuture;
 
+pub use error::RegistryError;
+use gateway::{HUB_HOST, HUB_PORT};
+pub use gateway::{MIRROR_PORT, PUSH_PORT, REGISTRY_HOST};
 pub(crate) use layout::Layout;
 
 use crate::config::{MirrorSource, RegistryConfig};
 use crate::network::Subnet;
 use process::Process;
-
-/// The session registry's port on the gateway, where `registry:PUSH_PORT/<name>` goes.
-pub const PUSH_PORT: u16 = 5000;
-/// The mirror's port on the gateway (each node's dockerd knows it; users need not).
-pub const MIRROR_PORT: u16 = 5001;
-/// The name of the session registry inside the nodes (DNS and `/etc/hosts`).
-pub const REGISTRY_HOST: &str = "registry";
-/// Docker Hub's registry, which the offline stand-in answers for.
-const HUB_HOST: &str = "registry-1.docker.io";
-const HUB_PORT: u16 = 443;
-
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    #[error("{what} {}: {source}", path.display())]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "the registry binary {} is missing: install Debian's docker-registry package (ops/setup does)",
-        .0.display()
-    )]
-    MissingExe(PathBuf),
-    #[error(
-        "no seed image store at {}: build it with ops/seed/publish (ops/setup does), or make \
-         the mirror a pull-through cache",
-        .0.display()
-    )]
-    MissingStore(PathBuf),
-    #[error("the registry did not listen on {}; its log ends with:\n{log_tail}", socket.display())]
-    NotListening { socket: PathBuf, log_tail: String },
-    #[error("make the offline Docker Hub certificate: {0}")]
-    Tls(String),
-    #[error("start the registry relay on {gateway}: {source}")]
-    Relay {
-        gateway: std::net::Ipv4Addr,
-        source: std::io::Error,
-    },
-}
-
-impl RegistryError {
-    /// Wraps an I/O error of `what` on `path`, for `map_err`.
-    fn io(what: &'static str, path: &Path) -> impl Fn(std::io::Error) -> RegistryError {
-        let path = path.to_owned();
-        move |source| RegistryError::Io {
-            what,
-            path: path.clone(),
-            source,
-        }
-    }
-}
 
 /// What the runtime needs of the registries, and all it knows of them.
 pub(crate) trait NodeRegistries: Send + Sync {

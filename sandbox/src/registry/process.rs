@@ -13,8 +13,8 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use super::error::RegistryError;
 use super::layout::{Files, Layout};
-use super::RegistryError;
 
 /// How long a fresh registry may take to listen.
 const START_TIMEOUT: Duration = Duration::from_secs(10);

@@ -4,21 +4,12 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use super::{Error, Runtime};
+use super::{Error, Runtime, ShellProcess};
 use crate::engine::Engine;
 use crate::exec::{ExecOptions, ExecTarget};
 use crate::node_root::NodeRoot;
 use crate::pty::NodePty;
 use crate::state::NodeStatus;
-
-/// A login shell running in a node on a PTY of its own ([`Runtime::spawn_shell`]).
-#[derive(Debug)]
-pub struct ShellProcess {
-    /// The PTY master: the shell's output is read here and keystrokes are written here.
-    pub master: std::os::fd::OwnedFd,
-    /// The exec helper running the shell; it exits with the shell's status.
-    pub child: tokio::process::Child,
-}
 
 /// The environment of a node's interactive shells, on top of the exec defaults (`PATH`,
 /// `HOME=/root`, `LANG=C.UTF-8`).

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::cgroups::{CgroupError, NodeCgroup};
+use crate::cgroups::{CgroupError, CgroupStats, NodeCgroup};
 use crate::config::{Isolation, NodeLimits, OrphanPolicy, RuntimeConfig};
 use crate::engine::EngineError;
 use crate::image::ImageError;
@@ -42,8 +42,6 @@ use crate::state::{self, NetworkRecord, NodeRecord, StateError};
 use uid_pool::UidPool;
 
 pub use crate::state::NodeStatus;
-pub use exec::ShellProcess;
-pub use stats::NodeStats;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -152,6 +150,24 @@ pub struct NetworkInfo {
     pub gateway: Ipv4Addr,
     pub bridge: String,
 }
+/// A login shell running in a node on a PTY of its own ([`Runtime::spawn_shell`]).
+#[derive(Debug)]
+pub struct ShellProcess {
+    /// The PTY master: the shell's output is read here and keystrokes are written here.
+    pub master: std::os::fd::OwnedFd,
+    /// The exec helper running the shell; it exits with the shell's status.
+    pub child: tokio::process::Child,
+}
+
+/// Live figures of a node.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStats {
+    #[serde(flatten)]
+    pub cgroup: CgroupStats,
+    pub disk_used_bytes: u64,
+    pub disk_total_bytes: u64,
+}
+
 type NodeKey = (String, String);
 
 #[derive(Default)]

@@ -1,18 +1,6 @@
 //! Live figures of a running node: its cgroups' counters and its disk's use.
 
-use serde::Serialize;
-
-use super::{Error, Runtime};
-use crate::cgroups::CgroupStats;
-
-/// Live figures of a node.
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeStats {
-    #[serde(flatten)]
-    pub cgroup: CgroupStats,
-    pub disk_used_bytes: u64,
-    pub disk_total_bytes: u64,
-}
+use super::{Error, NodeStats, Runtime};
 
 impl Runtime {
     /// Memory, CPU, pids and disk use of a node.

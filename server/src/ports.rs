@@ -7,9 +7,9 @@
 //! Per node, one task follows dockerd's event stream (`Engine::port_events`) and lists the
 //! ports (`Engine::published_ports`) after each burst of events, a second time a moment later
 //! (some state settles after the event), and every [`RESYNC`] anyway, one request at a time.
-//! An idle node costs one open connection and one listing every [`RESYNC`]; a node that floods events is listed at most about every
-//! [`SETTLE`], since its stream is not read while the task waits. A supervisor starts and stops
-//! the per-node tasks as nodes come and go.
+//! An idle node costs one open connection and one listing every [`RESYNC`]; a node that
+//! floods events is listed at most about every [`SETTLE`], since its stream is not read while
+//! the task waits. A supervisor starts and stops the per-node tasks as nodes come and go.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};

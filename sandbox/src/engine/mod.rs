@@ -95,9 +95,7 @@ impl Engine {
     pub async fn published_ports(&self) -> Result<Vec<u16>, EngineError> {
         const CONTAINERS: &str = "/containers/json";
         const SERVICES: &str = "/services";
-        let containers = self
-            .read(self.get_ok(CONTAINERS).await?, CONTAINERS)
-            .await?;
+        let containers = read_listing(self.get_ok(CONTAINERS).await?, CONTAINERS).await?;
         let mut found =
             ports::container_ports(&containers).map_err(|source| EngineError::Parse {
                 path: CONTAINERS,
@@ -106,7 +104,7 @@ impl Engine {
         // Only managers answer this; elsewhere it is a 503 and there is nothing to add.
         let services = self.get(SERVICES).await?;
         if services.status() == StatusCode::OK {
-            let services = self.read(services, SERVICES).await?;
+            let services = read_listing(services, SERVICES).await?;
             found.extend(
                 ports::service_ports(&services).map_err(|source| EngineError::Parse {
                     path: SERVICES,
@@ -170,15 +168,16 @@ impl Engine {
             }),
         }
     }
+}
 
-    async fn read(&self, resp: Response<Incoming>, path: &str) -> Result<Bytes, EngineError> {
-        unix_http::read_body(resp, MAX_LISTING)
-            .await
-            .map_err(|source| EngineError::Read {
-                path: path.into(),
-                source,
-            })
-    }
+/// The body of a listing, bounded by [`MAX_LISTING`].
+async fn read_listing(resp: Response<Incoming>, path: &str) -> Result<Bytes, EngineError> {
+    unix_http::read_body(resp, MAX_LISTING)
+        .await
+        .map_err(|source| EngineError::Read {
+            path: path.into(),
+            source,
+        })
 }
 
 impl EngineEvents {

@@ -9,6 +9,10 @@
 //!
 //! The runtime process is a child subreaper: a node's PID 1 is re-parented to it when the
 //! launcher exits, so a destroyed node is reaped at once instead of lingering as a zombie.
+//!
+//! This file has the owner (lock, records, recovery) and the API's types; each verb has a file
+//! of its own: `network.rs`, `create.rs`, `destroy.rs`, `exec.rs` (commands, PTYs, shells, the
+//! engine), `hosts.rs`, `stats.rs`, with `uid_pool.rs` and `leftovers.rs` below them.
 
 mod create;
 mod destroy;

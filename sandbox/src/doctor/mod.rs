@@ -13,6 +13,9 @@
 //!
 //! Every check yields one line of detail and, when not Ok, the command or action that fixes
 //! it. [`supported_isolation`] turns the list into the mode the runtime can use.
+//!
+//! Files: `check.rs` (a check and the names of all), `kernel.rs`, `idmap.rs`, `cgroups.rs`,
+//! `host.rs` (tools, bridge netfilter, disk, memory), `images.rs` (base image, mirror).
 
 use std::fs;
 use std::path::{Path, PathBuf};

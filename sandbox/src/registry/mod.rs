@@ -18,6 +18,10 @@
 //! leads to a read-only registry of the same seed store, with TLS from a certificate authority
 //! made for this host that signed that one name and was then thrown away; only the nodes'
 //! dockerd trusts it (`SSL_CERT_DIR`), and nothing leaves the machine.
+//!
+//! The runtime sees the registries only through [`NodeRegistries`]. Files: `gateway.rs` (ports
+//! and names on the gateway), `layout.rs` (files on disk), `process.rs` (one supervised
+//! registry), `relay.rs`, `names.rs`, `error.rs`.
 
 mod error;
 mod gateway;

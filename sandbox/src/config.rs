@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::network::Subnet;
-use crate::registry::RegistryConfig;
 
 /// How a node is isolated from the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +84,28 @@ impl Default for NodeLimits {
     }
 }
 
+/// Where the images of nodes come from.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// The distribution registry binary (Debian's `docker-registry` package).
+    pub exe: PathBuf,
+    pub mirror: MirrorSource,
+}
+
+/// What the mirror serves.
+#[derive(Debug, Clone)]
+pub enum MirrorSource {
+    /// The seed images in a registry store built by `ops/seed/publish`, read-only.
+    Seeded(PathBuf),
+    /// A pull-through cache of an upstream registry (Docker Hub in production), cached in the
+    /// state directory, with optional credentials to lift the anonymous rate limit.
+    PullThrough {
+        upstream: String,
+        username: Option<String>,
+        password: Option<String>,
+    },
+}
+
 /// Configuration of a [`crate::Runtime`].
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -112,10 +133,7 @@ pub struct RuntimeConfig {
     pub limits: NodeLimits,
     /// Give nodes a default route and NAT to the outside. Off by default and in every test.
     pub egress: bool,
-    /// TCP ports that nodes may connect to on their gateway (the bridge address) and on no
-    /// other host address (the registry mirror).
-    pub host_ports_for_nodes: Vec<u16>,
-    /// The registries nodes pull from and push to (see `registry/`); None: nodes have none.
+    /// The registries nodes pull from and push to; None: nodes have none.
     pub registry: Option<RegistryConfig>,
     pub orphans: OrphanPolicy,
     /// The `sandpit` binary, re-executed for the in-node init and for exec.
@@ -140,7 +158,6 @@ impl RuntimeConfig {
             isolation: Isolation::Userns,
             limits: NodeLimits::default(),
             egress: false,
-            host_ports_for_nodes: Vec::new(),
             registry: None,
             orphans: OrphanPolicy::Adopt,
             helper_exe,

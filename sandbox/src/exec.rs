@@ -166,7 +166,11 @@ pub fn run_exec_helper(args: &[String]) -> ! {
         fail(1, "the exec helper must be single-threaded".into());
     }
     let t = &h.target;
-    if !crate::state::is_same_process(t.pid, t.start_time) {
+    let init = crate::process::ProcessId {
+        pid: t.pid,
+        start_time: t.start_time,
+    };
+    if !init.alive() {
         fail(EXIT_NODE_GONE, "the node is not running".into());
     }
     if let Err(e) = enter(t) {

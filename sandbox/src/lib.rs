@@ -12,10 +12,14 @@
 mod cgroups;
 mod config;
 pub mod doctor;
+mod engine;
 mod exec;
 mod image;
 mod init;
+mod kernfs;
 mod network;
+mod node_root;
+mod process;
 mod pty;
 mod registry;
 mod rootfs;
@@ -25,18 +29,19 @@ mod state;
 mod sys;
 #[cfg(test)]
 mod testdir;
+mod unix_http;
 
 pub use cgroups::{CgroupError, CgroupStats};
-pub use config::{Isolation, NodeLimits, OrphanPolicy, RuntimeConfig};
+pub use config::{
+    Isolation, MirrorSource, NodeLimits, OrphanPolicy, RegistryConfig, RuntimeConfig,
+};
+pub use engine::{Engine, EngineError, EngineEvents};
 pub use exec::{run_exec_helper, ExecOptions};
 pub use image::{Image, ImageError};
 pub use init::{run_node_init, InitError};
-pub use network::{NetworkError, Subnet};
+pub use network::{NetworkError, Subnet, SubnetError};
 pub use pty::{NodePty, PtyError};
-pub use registry::{
-    store_images, MirrorSource, RegistryConfig, RegistryError, MIRROR_PORT, PUSH_PORT,
-    REGISTRY_HOST,
-};
+pub use registry::{store_images, RegistryError, MIRROR_PORT, PUSH_PORT, REGISTRY_HOST};
 pub use rootfs::RootfsError;
 pub use runtime::{
     Error, NetworkInfo, NodeInfo, NodeSpec, NodeStats, NodeStatus, Runtime, ShellProcess,

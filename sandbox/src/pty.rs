@@ -5,10 +5,8 @@
 //! owned by the node's `root:tty`, and does nothing of the host's `/dev/pts` show through.
 //!
 //! The host opens the instance's multiplexer through `/proc/<init>/root/dev/pts/ptmx`, not
-//! through the `/dev/ptmx` symlink. The node's root owns every directory on that path and may
-//! plant symlinks; resolved from the host, an absolute one would lead into the host's own tree.
-//! So the path is resolved as if chrooted into the node (`openat2` with `RESOLVE_IN_ROOT`),
-//! and the directory must be a devpts filesystem: node root may mount anything on `/dev/pts`,
+//! through the `/dev/ptmx` symlink, and resolves the directory inside the node ([`NodeRoot`]:
+//! the node's root may plant symlinks on that path). The directory must be a devpts filesystem: node root may mount anything on `/dev/pts`,
 //! and a rootful node can even make device nodes, which host root must never open (opening a
 //! watchdog device arms it). Inside a devpts, `ptmx` is always the multiplexer: nothing else
 //! can be created there. The slave comes from the master with `TIOCGPTPEER` (no path lookup),
@@ -17,11 +15,13 @@
 
 use std::io;
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rustix::fs::{fchown, fstatfs, openat2, Gid, Mode, OFlags, ResolveFlags, Uid};
 use rustix::pty::{ioctl_tiocgptpeer, unlockpt, OpenptFlags};
 use rustix::termios::{tcsetwinsize, Winsize};
+
+use crate::node_root::NodeRoot;
 
 /// `DEVPTS_SUPER_MAGIC` from `linux/magic.h`.
 const DEVPTS_SUPER_MAGIC: u64 = 0x1cd1;
@@ -76,31 +76,23 @@ pub struct NodePty {
 }
 
 impl NodePty {
-    /// Opens a new PTY in the devpts mounted at `<node_root>/dev/pts`, where `node_root` is the
-    /// node's root as seen from the host (`/proc/<init>/root`), and gives the slave to the
-    /// node's root user and `tty` group, `root_id` being the host id of the node's root
+    /// Opens a new PTY in the devpts mounted at `/dev/pts` of the node and gives the slave to
+    /// the node's root user and `tty` group, `root_id` being the host id of the node's root
     /// (0 for rootful nodes).
-    pub(crate) fn open(node_root: &Path, root_id: u32) -> Result<NodePty, PtyError> {
-        let pts_path = node_root.join("dev/pts");
-        let open_dir = |source: rustix::io::Errno| PtyError::OpenDir {
-            path: pts_path.clone(),
-            source: source.into(),
-        };
-        // 1. The directory, resolved as if chrooted into the node: `node_root` is /proc's magic
-        //    link to the node's root and is followed; nothing below it may lead outside.
-        //    O_PATH: a handle, nothing is opened yet.
-        let dir = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let root = rustix::fs::open(node_root, dir, Mode::empty()).map_err(open_dir)?;
-        let pts = openat2(
-            &root,
-            "dev/pts",
-            dir,
-            Mode::empty(),
-            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-        )
-        .map_err(open_dir)?;
+    pub(crate) fn open(node_root: &NodeRoot, root_id: u32) -> Result<NodePty, PtyError> {
+        let pts_path = node_root.display_path("dev/pts");
+        // 1. The directory, resolved inside the node. O_PATH: a handle, nothing is opened yet.
+        let pts = node_root
+            .open("dev/pts", OFlags::PATH | OFlags::DIRECTORY)
+            .map_err(|source| PtyError::OpenDir {
+                path: pts_path.clone(),
+                source,
+            })?;
         // 2. It must be a devpts, whose `ptmx` can be nothing but the multiplexer.
-        let fs = fstatfs(&pts).map_err(open_dir)?;
+        let fs = fstatfs(&pts).map_err(|e| PtyError::OpenDir {
+            path: pts_path.clone(),
+            source: e.into(),
+        })?;
         if fs.f_type as u64 != DEVPTS_SUPER_MAGIC {
             return Err(PtyError::NotDevpts { path: pts_path });
         }
@@ -158,7 +150,7 @@ mod tests {
     #[test]
     #[ignore = "needs root"]
     fn opens_a_pty_under_a_root() {
-        let pty = NodePty::open(Path::new("/"), 0).unwrap();
+        let pty = NodePty::open(&NodeRoot::at(std::path::Path::new("/")), 0).unwrap();
         pty.resize(100, 30).unwrap();
         let st = rustix::fs::fstat(&pty.slave).unwrap();
         assert_eq!((st.st_uid, st.st_gid), (0, TTY_GID));
@@ -171,7 +163,7 @@ mod tests {
         let dir = crate::testdir::TempDir::new("pty-not-devpts");
         std::fs::create_dir_all(dir.0.join("dev/pts")).unwrap();
         std::fs::write(dir.0.join("dev/pts/ptmx"), "").unwrap();
-        let err = NodePty::open(&dir.0, 0).unwrap_err();
+        let err = NodePty::open(&NodeRoot::at(&dir.0), 0).unwrap_err();
         assert!(matches!(err, PtyError::NotDevpts { .. }), "{err}");
     }
 
@@ -181,7 +173,7 @@ mod tests {
         let dir = crate::testdir::TempDir::new("pty-symlink");
         std::fs::create_dir_all(dir.0.join("dev")).unwrap();
         std::os::unix::fs::symlink("/dev/pts", dir.0.join("dev/pts")).unwrap();
-        let err = NodePty::open(&dir.0, 0).unwrap_err();
+        let err = NodePty::open(&NodeRoot::at(&dir.0), 0).unwrap_err();
         assert!(matches!(err, PtyError::OpenDir { .. }), "{err}");
     }
 }

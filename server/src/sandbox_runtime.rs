@@ -110,7 +110,6 @@ impl NodeRuntime for SandboxRuntime {
             network: network.into(),
             hostname: Some(name.into()),
             image: Some(image.into()),
-            ..Default::default()
         };
         Ok(facts(self.runtime.create_node(spec).await?))
     }

@@ -143,7 +143,6 @@ async fn bad_input_gives_clear_errors_and_leaves_nothing() {
         network: "bad".into(),
         hostname: host.map(Into::into),
         image: image.map(Into::into),
-        limits: None,
     };
     let e = rt.create_node(spec(Some("nope"), None)).await.unwrap_err();
     assert!(matches!(e, Error::Image(_)), "{e:?}");

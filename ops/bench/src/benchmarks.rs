@@ -356,6 +356,5 @@ fn node_spec(network: &str, hostname: &str, image: &str) -> NodeSpec {
         network: network.into(),
         hostname: Some(hostname.into()),
         image: Some(image.into()),
-        limits: None,
     }
 }

@@ -29,7 +29,7 @@ pub(crate) mod firewall;
 pub(crate) mod link;
 mod pool;
 
-pub use pool::Subnet;
+pub use pool::{Subnet, SubnetError};
 
 /// Longest interface name the kernel accepts (IFNAMSIZ minus the NUL).
 pub(crate) const MAX_IFNAME_LEN: usize = 15;
@@ -42,8 +42,8 @@ pub enum NetworkError {
         gateway: Ipv4Addr,
         source: std::io::Error,
     },
-    #[error("invalid subnet {input:?}: {reason}")]
-    InvalidSubnet { input: String, reason: String },
+    #[error(transparent)]
+    InvalidSubnet(#[from] SubnetError),
     #[error(
         "interface name {name:?} is not valid: it must be 1 to {MAX_IFNAME_LEN} characters \
          a-z0-9 (use a shorter prefix or a smaller subnet pool)"
@@ -140,10 +140,11 @@ pub(crate) fn check_link_name(name: &str) -> Result<(), NetworkError> {
 pub fn check_link_names(prefix: &str, pool: Subnet, network_len: u8) -> Result<(), NetworkError> {
     let networks = pool.subnet_count(network_len);
     let Some(last) = networks.checked_sub(1) else {
-        return Err(NetworkError::InvalidSubnet {
+        return Err(SubnetError {
             input: pool.to_string(),
             reason: format!("it holds no /{network_len} network"),
-        });
+        }
+        .into());
     };
     let hosts = pool.nth_subnet(network_len, 0).map_or(0, |s| s.max_hosts());
     check_link_name(&bridge_name(prefix, last))?;

@@ -11,8 +11,6 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::NetworkError;
-
 /// An IPv4 network: an address with its host bits cleared and a prefix length.
 ///
 /// Serialised as the string `"10.201.3.0/24"`.
@@ -115,13 +113,21 @@ impl fmt::Display for Subnet {
     }
 }
 
+/// A subnet that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid subnet {input:?}: {reason}")]
+pub struct SubnetError {
+    pub input: String,
+    pub reason: String,
+}
+
 impl FromStr for Subnet {
-    type Err = NetworkError;
+    type Err = SubnetError;
 
     /// Parses `a.b.c.d/len`. An address with host bits set is refused rather than masked,
     /// because `10.201.3.7/16` is more likely a typo than a wish for `10.201.0.0/16`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let invalid = |reason: String| NetworkError::InvalidSubnet {
+        let invalid = |reason: String| SubnetError {
             input: s.to_string(),
             reason,
         };
@@ -153,7 +159,7 @@ impl From<Subnet> for String {
 }
 
 impl TryFrom<String> for Subnet {
-    type Error = NetworkError;
+    type Error = SubnetError;
     fn try_from(s: String) -> Result<Self, Self::Error> {
         s.parse()
     }

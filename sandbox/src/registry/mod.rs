@@ -18,91 +18,55 @@
 //! leads to a read-only registry of the same seed store, with TLS from a certificate authority
 //! made for this host that signed that one name and was then thrown away; only the nodes'
 //! dockerd trusts it (`SSL_CERT_DIR`), and nothing leaves the machine.
+//!
+//! The runtime sees the registries only through [`NodeRegistries`]. Files: `gateway.rs` (ports
+//! and names on the gateway), `layout.rs` (files on disk), `process.rs` (one supervised
+//! registry), `relay.rs`, `names.rs`, `error.rs`.
 
+mod error;
+mod gateway;
+mod layout;
 mod names;
 mod process;
 mod relay;
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-pub(crate) use relay::Relay;
+use futures_util::future::BoxFuture;
 
+pub use error::RegistryError;
+use gateway::{HUB_HOST, HUB_PORT};
+pub use gateway::{MIRROR_PORT, PUSH_PORT, REGISTRY_HOST};
+pub(crate) use layout::Layout;
+
+use crate::config::{MirrorSource, RegistryConfig};
 use crate::network::Subnet;
 use process::Process;
 
-/// The session registry's port on the gateway, where `registry:PUSH_PORT/<name>` goes.
-pub const PUSH_PORT: u16 = 5000;
-/// The mirror's port on the gateway (each node's dockerd knows it; users need not).
-pub const MIRROR_PORT: u16 = 5001;
-/// The name of the session registry inside the nodes (DNS and `/etc/hosts`).
-pub const REGISTRY_HOST: &str = "registry";
-/// Docker Hub's registry, which the offline stand-in answers for.
-const HUB_HOST: &str = "registry-1.docker.io";
-const HUB_PORT: u16 = 443;
-
-/// Where the images of nodes come from.
-#[derive(Debug, Clone)]
-pub struct RegistryConfig {
-    /// The distribution registry binary (Debian's `docker-registry` package).
-    pub exe: PathBuf,
-    pub mirror: MirrorSource,
+/// What the runtime needs of the registries, and all it knows of them.
+pub(crate) trait NodeRegistries: Send + Sync {
+    /// The gateway TCP ports a network's nodes need open.
+    fn ports(&self, egress: bool) -> Vec<u16>;
+    /// The names that lead a network's nodes to their gateway.
+    fn host_names(&self, egress: bool) -> Vec<&'static str>;
+    /// Serves a network on its gateway until the returned value is dropped.
+    fn attach<'a>(
+        &'a self,
+        subnet: Subnet,
+        network: &'a str,
+        egress: bool,
+    ) -> BoxFuture<'a, Result<Attachment, RegistryError>>;
+    /// Deletes what a network pushed, when the network goes.
+    fn detach(&self, network: &str) -> Result<(), RegistryError>;
+    /// The registry arguments of the dockerd of a node behind `gateway`.
+    fn dockerd_args(&self, gateway: Ipv4Addr) -> Vec<String>;
+    /// The certificate authority (PEM) a network's dockerd must trust, if any.
+    fn ca(&self, egress: bool) -> Option<String>;
 }
 
-/// What the mirror serves.
-#[derive(Debug, Clone)]
-pub enum MirrorSource {
-    /// The seed images in a registry store built by `ops/seed/publish`, read-only.
-    Seeded(PathBuf),
-    /// A pull-through cache of an upstream registry (Docker Hub in production), cached in the
-    /// state directory, with optional credentials to lift the anonymous rate limit.
-    PullThrough {
-        upstream: String,
-        username: Option<String>,
-        password: Option<String>,
-    },
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    #[error("{what} {}: {source}", path.display())]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "the registry binary {} is missing: install Debian's docker-registry package (ops/setup does)",
-        .0.display()
-    )]
-    MissingExe(PathBuf),
-    #[error(
-        "no seed image store at {}: build it with ops/seed/publish (ops/setup does), or make \
-         the mirror a pull-through cache",
-        .0.display()
-    )]
-    MissingStore(PathBuf),
-    #[error("the registry did not listen on {}; its log ends with:\n{log_tail}", socket.display())]
-    NotListening { socket: PathBuf, log_tail: String },
-    #[error("make the offline Docker Hub certificate: {0}")]
-    Tls(String),
-    #[error("start the registry relay on {gateway}: {source}")]
-    Relay {
-        gateway: std::net::Ipv4Addr,
-        source: std::io::Error,
-    },
-}
-
-impl RegistryError {
-    /// Wraps an I/O error of `what` on `path`, for `map_err`.
-    fn io(what: &'static str, path: &Path) -> impl Fn(std::io::Error) -> RegistryError {
-        let path = path.to_owned();
-        move |source| RegistryError::Io {
-            what,
-            path: path.clone(),
-            source,
-        }
-    }
-}
+/// A network's registry service on its gateway; dropping it stops the service.
+pub(crate) type Attachment = Box<dyn Send>;
 
 /// The running registries of a runtime.
 pub(crate) struct Registries {
@@ -115,17 +79,17 @@ pub(crate) struct Registries {
 }
 
 impl Registries {
-    /// Starts both registries with their files in `dir` (the runtime's `<state>/registry`).
+    /// Starts the registries with their files in `layout`.
     pub(crate) async fn start(
         cfg: &RegistryConfig,
-        dir: &Path,
+        layout: &Layout,
     ) -> Result<Registries, RegistryError> {
         if !cfg.exe.is_file() {
             return Err(RegistryError::MissingExe(cfg.exe.clone()));
         }
-        let push_root = dir.join("push");
-        let cache_root = dir.join("cache");
-        for d in [dir, &push_root] {
+        let push_root = layout.push_store();
+        let cache_root = layout.cache_store();
+        for d in [layout.dir(), &push_root] {
             std::fs::create_dir_all(d).map_err(RegistryError::io("create", d))?;
         }
         let mirror_store = match &cfg.mirror {
@@ -143,7 +107,7 @@ impl Registries {
         };
         let mirror_cfg = config_yaml(&Store {
             root: &mirror_store,
-            socket: &process::socket_path(dir, "mirror"),
+            socket: &layout.files("mirror").socket,
             writable: matches!(cfg.mirror, MirrorSource::PullThrough { .. }),
             secret: &random_secret(),
             proxy: match &cfg.mirror {
@@ -157,19 +121,19 @@ impl Registries {
         });
         let push_cfg = config_yaml(&Store {
             root: &push_root,
-            socket: &process::socket_path(dir, "push"),
+            socket: &layout.files("push").socket,
             writable: true,
             secret: &random_secret(),
             proxy: None,
         });
-        let mirror = Process::start(&cfg.exe, dir, "mirror", &mirror_cfg).await?;
-        let push = Process::start(&cfg.exe, dir, "push", &push_cfg).await?;
+        let mirror = Process::start(&cfg.exe, layout, "mirror", &mirror_cfg).await?;
+        let push = Process::start(&cfg.exe, layout, "push", &push_cfg).await?;
         let hub = match &cfg.mirror {
             MirrorSource::Seeded(_) => {
-                let tls = hub_tls(&dir.join("tls")).await?;
+                let tls = hub_tls(&layout.tls_dir()).await?;
                 let mut hub_cfg = config_yaml(&Store {
                     root: &mirror_store,
-                    socket: &process::socket_path(dir, "hub"),
+                    socket: &layout.files("hub").socket,
                     writable: false,
                     secret: &random_secret(),
                     proxy: None,
@@ -180,7 +144,7 @@ impl Registries {
                     json_string(&tls.key.to_string_lossy()),
                 ));
                 Some((
-                    Process::start(&cfg.exe, dir, "hub", &hub_cfg).await?,
+                    Process::start(&cfg.exe, layout, "hub", &hub_cfg).await?,
                     tls.ca_pem,
                 ))
             }
@@ -198,61 +162,70 @@ impl Registries {
     fn hub_for(&self, egress: bool) -> Option<&(Process, String)> {
         self.hub.as_ref().filter(|_| !egress)
     }
+}
 
-    /// The gateway ports a network's nodes need open.
-    pub(crate) fn ports(&self, egress: bool) -> Vec<u16> {
+impl NodeRegistries for Registries {
+    fn ports(&self, egress: bool) -> Vec<u16> {
         let mut ports = vec![PUSH_PORT, MIRROR_PORT];
         ports.extend(self.hub_for(egress).map(|_| HUB_PORT));
         ports
     }
 
-    /// The names that lead a network's nodes to their gateway.
-    pub(crate) fn host_names(&self, egress: bool) -> Vec<&'static str> {
+    fn host_names(&self, egress: bool) -> Vec<&'static str> {
         let mut names = vec![REGISTRY_HOST];
         names.extend(self.hub_for(egress).map(|_| HUB_HOST));
         names
     }
 
-    /// The certificate authority a network's dockerd must trust (PEM), if any.
-    pub(crate) fn hub_ca(&self, egress: bool) -> Option<String> {
-        self.hub_for(egress).map(|(_, ca)| ca.clone())
-    }
-
-    /// Starts the relay of a session network on its gateway.
-    pub(crate) async fn relay(
-        &self,
+    /// Starts the network's relay (`relay.rs`) on its gateway.
+    fn attach<'a>(
+        &'a self,
         subnet: Subnet,
-        network: &str,
+        network: &'a str,
         egress: bool,
-    ) -> Result<Relay, RegistryError> {
-        relay::start(
-            subnet,
-            network,
-            self.mirror.socket().to_owned(),
-            self.push.socket().to_owned(),
-            self.hub_for(egress)
-                .map(|(p, _)| (HUB_PORT, p.socket().to_owned())),
-        )
-        .await
-        .map_err(|e| RegistryError::Relay {
-            gateway: subnet.gateway(),
-            source: e,
+    ) -> BoxFuture<'a, Result<Attachment, RegistryError>> {
+        Box::pin(async move {
+            let relay = relay::start(
+                subnet,
+                network,
+                self.mirror.socket().to_owned(),
+                self.push.socket().to_owned(),
+                self.hub_for(egress)
+                    .map(|(p, _)| (HUB_PORT, p.socket().to_owned())),
+            )
+            .await
+            .map_err(|e| RegistryError::Relay {
+                gateway: subnet.gateway(),
+                source: e,
+            })?;
+            Ok(Box::new(relay) as Attachment)
         })
     }
 
-    /// Deletes what a session network pushed (its repositories; the blobs they alone used go
-    /// at the next garbage collection).
-    pub(crate) fn forget(&self, network: &str) -> Result<(), RegistryError> {
-        let dir = self
-            .push_root
-            .join("docker/registry/v2/repositories")
-            .join(names::namespace(network));
+    /// Deletes the network's repositories; the blobs they alone used go at the next garbage
+    /// collection.
+    fn detach(&self, network: &str) -> Result<(), RegistryError> {
+        let dir = layout::repositories(&self.push_root).join(names::namespace(network));
         match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(RegistryError::io("remove", &dir)(e))
             }
             _ => Ok(()),
         }
+    }
+
+    /// The mirror on the gateway for Docker Hub images, and plain HTTP to the mirror and the
+    /// session registry (they are reachable only from the session's own network).
+    fn dockerd_args(&self, gateway: Ipv4Addr) -> Vec<String> {
+        vec![
+            format!("--registry-mirror=http://{gateway}:{MIRROR_PORT}"),
+            format!("--insecure-registry={gateway}:{MIRROR_PORT}"),
+            format!("--insecure-registry={REGISTRY_HOST}:{PUSH_PORT}"),
+        ]
+    }
+
+    fn ca(&self, egress: bool) -> Option<String> {
+        self.hub_for(egress).map(|(_, ca)| ca.clone())
     }
 }
 
@@ -417,7 +390,7 @@ fn random_secret() -> String {
 
 /// The `name:tag` of every image in a registry store (for `sandpit doctor`).
 pub fn store_images(store: &Path) -> Vec<String> {
-    let repos = store.join("docker/registry/v2/repositories");
+    let repos = layout::repositories(store);
     let mut out = Vec::new();
     let mut stack = vec![(repos.clone(), String::new())];
     while let Some((dir, name)) = stack.pop() {

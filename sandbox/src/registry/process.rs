@@ -13,7 +13,8 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::RegistryError;
+use super::error::RegistryError;
+use super::layout::{Files, Layout};
 
 /// How long a fresh registry may take to listen.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,35 +28,16 @@ pub(crate) struct Process {
     supervisor: tokio::task::JoinHandle<()>,
 }
 
-/// Files of registry `name` in `dir`.
-struct Files {
-    config: PathBuf,
-    socket: PathBuf,
-    pid: PathBuf,
-    log: PathBuf,
-}
-
-impl Files {
-    fn new(dir: &Path, name: &str) -> Files {
-        Files {
-            config: dir.join(format!("{name}.yml")),
-            socket: dir.join(format!("{name}.sock")),
-            pid: dir.join(format!("{name}.pid")),
-            log: dir.join(format!("{name}.log")),
-        }
-    }
-}
-
 impl Process {
-    /// Starts registry `name` of `exe` with `config` (YAML; it must listen on
-    /// `socket_path(dir, name)`) and waits until it answers.
+    /// Starts registry `name` of `exe` with `config` (YAML; it must listen on the socket of
+    /// `layout.files(name)`) and waits until it answers.
     pub(crate) async fn start(
         exe: &Path,
-        dir: &Path,
+        layout: &Layout,
         name: &str,
         config: &str,
     ) -> Result<Process, RegistryError> {
-        let files = Files::new(dir, name);
+        let files = layout.files(name);
         stop_stale(&files.pid, &files.config).await;
         write_private(&files.config, config)?;
         let child = spawn(exe, &files)?;
@@ -86,16 +68,7 @@ impl Drop for Process {
         }
         for _ in 0..1000 {
             // Gone, or a zombie that the child's owner (tokio's reaper) will collect.
-            let exited = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map(|s| {
-                    s.rsplit(')')
-                        .next()
-                        .unwrap_or("")
-                        .trim_start()
-                        .starts_with('Z')
-                })
-                .unwrap_or(true);
-            if exited {
+            if crate::process::exited(pid) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(1));
@@ -105,11 +78,6 @@ impl Drop for Process {
 
 fn pid_of(child: &tokio::process::Child) -> i32 {
     child.id().map(|p| p as i32).unwrap_or(0)
-}
-
-/// Where registry `name` in `dir` listens.
-pub(crate) fn socket_path(dir: &Path, name: &str) -> PathBuf {
-    Files::new(dir, name).socket
 }
 
 fn write_private(path: &Path, content: &str) -> Result<(), RegistryError> {
@@ -165,7 +133,7 @@ async fn wait_listening(files: &Files, child: &tokio::process::Child) -> Result<
         if dead || started.elapsed() > START_TIMEOUT {
             return Err(RegistryError::NotListening {
                 socket: files.socket.clone(),
-                log_tail: crate::runtime::tail(&files.log, 10),
+                log_tail: crate::process::tail(&files.log, 10),
             });
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

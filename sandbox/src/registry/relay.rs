@@ -23,8 +23,8 @@ use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 
+use super::gateway::{MIRROR_PORT, PUSH_PORT, REGISTRY_HOST};
 use super::names::{self, Mapped};
-use super::{MIRROR_PORT, PUSH_PORT, REGISTRY_HOST};
 use crate::network::Subnet;
 
 type Body = BoxBody<Bytes, hyper::Error>;

@@ -184,7 +184,6 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     network,
                     hostname: name,
                     image,
-                    limits: None,
                 })
                 .await?;
             println!("{}", serde_json::to_string(&node)?);

@@ -20,8 +20,10 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+use crate::runtime::{
+    runtime_args, sandpit_bin, test_config, with_registry, CleanupGuard, TestRuntime,
+};
 use crate::sockets::{Events, TermClient, Ws};
-use crate::{runtime_args, sandpit_bin, test_config, CleanupGuard, TestRuntime};
 
 /// How long a single request, or the wait for one expected thing, may take.
 pub const PATIENCE: Duration = Duration::from_secs(60);
@@ -53,7 +55,7 @@ impl TestServer {
     /// Like [`TestServer::start`], with the registries (the mirror of seed images and the
     /// session registry), for tests that pull images.
     pub fn start_with_registry(extra: &[&str]) -> TestServer {
-        Self::start_configured(extra, crate::with_registry)
+        Self::start_configured(extra, with_registry)
     }
 
     fn start_configured(extra: &[&str], configure: impl FnOnce(&mut RuntimeConfig)) -> TestServer {

@@ -55,8 +55,9 @@ pub struct Input {
     pub cgroup_root: PathBuf,
     /// The registries `sandpit serve` would run with this configuration.
     pub registry: Option<RegistryConfig>,
-    /// Where a running owner's registries listen (`<runtime state>/registry`).
-    pub registry_dir: PathBuf,
+    /// The runtime's own state directory (`<state-dir>/runtime`), where a running owner's
+    /// registries listen.
+    pub runtime_dir: PathBuf,
 }
 
 /// Runs every check against this host. Call it before the process starts threads if
@@ -167,7 +168,11 @@ pub fn run(input: &Input) -> Vec<Check> {
         seeded
             .filter(|s| s.is_dir())
             .map(|s| crate::registry::store_images(s)),
-        mirror_answers(&Layout::at(&input.registry_dir).files("mirror").socket),
+        mirror_answers(
+            &Layout::of_state_dir(&input.runtime_dir)
+                .files("mirror")
+                .socket,
+        ),
     ));
     checks
 }
@@ -250,7 +255,7 @@ mod tests {
                 exe: "/usr/bin/docker-registry".into(),
                 mirror: MirrorSource::Seeded("/var/lib/sandpit/images/registry".into()),
             }),
-            registry_dir: "/var/lib/sandpit/runtime/registry".into(),
+            runtime_dir: "/var/lib/sandpit/runtime".into(),
         };
         let checks = run(&input);
         for c in &checks {

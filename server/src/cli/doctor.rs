@@ -14,7 +14,7 @@ pub(crate) fn run(rt: &RuntimeArgs) -> ExitCode {
         default_image: rt.default_image.clone(),
         cgroup_root: "/sys/fs/cgroup".into(),
         registry: rt.registry_config(),
-        registry_dir: rt.runtime_state_dir().join("registry"),
+        runtime_dir: rt.runtime_state_dir(),
     };
     let checks = doctor::run(&input);
     let mut failed = false;

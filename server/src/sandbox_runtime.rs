@@ -15,7 +15,7 @@ use terminals::{PtyProcess, WinSize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::node_runtime::{Command, NodeFacts, NodeRuntime, NodeSample, PortsReport, RuntimeError};
-use crate::wire::{ExecResult, NodeStatus};
+use crate::wire::ExecResult;
 
 /// Most bytes kept of each of stdout and stderr.
 pub const MAX_OUTPUT: usize = 1 << 20;
@@ -38,12 +38,7 @@ fn facts(n: NodeInfo) -> NodeFacts {
         name: n.hostname,
         ip: n.ip,
         image: n.image,
-        status: match n.status {
-            sandbox::NodeStatus::Creating => NodeStatus::Creating,
-            sandbox::NodeStatus::Running => NodeStatus::Running,
-            sandbox::NodeStatus::Failed => NodeStatus::Failed,
-            sandbox::NodeStatus::Destroying => NodeStatus::Destroying,
-        },
+        status: n.status,
     }
 }
 

@@ -9,27 +9,9 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-/// Lifecycle of a node as clients see it. `creating -> running -> destroying`, or `failed`
-/// when its PID 1 died.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NodeStatus {
-    Creating,
-    Running,
-    Failed,
-    Destroying,
-}
-
-impl std::fmt::Display for NodeStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            NodeStatus::Creating => "being created",
-            NodeStatus::Running => "running",
-            NodeStatus::Failed => "failed",
-            NodeStatus::Destroying => "being destroyed",
-        })
-    }
-}
+/// Lifecycle of a node as clients see it: the runtime's own (`creating -> running ->
+/// destroying`, or `failed` when its PID 1 died).
+pub use sandbox::NodeStatus;
 
 /// A node's swarm role, when a template made the swarm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -111,47 +111,44 @@ impl Sessions {
         };
         self.emit_node(sid, &name, true);
         let started = Instant::now();
-        let created = self.runtime.create_node(sid, &name, &image).await;
-        let recorded = match &created {
-            Ok(_) => self
-                .store
-                .put_node(&NodeRow {
+        let outcome = match self.runtime.create_node(sid, &name, &image).await {
+            Err(e) => Err(SessionError::from(e)),
+            Ok(_) => {
+                let row = NodeRow {
                     session: sid.into(),
                     name: name.clone(),
                     image: image.clone(),
                     role: None,
-                })
-                .map_err(SessionError::from),
-            Err(_) => Ok(()),
+                };
+                // A node that cannot be recorded would be lost at the next restart.
+                let recorded = self.store.put_node(&row);
+                if recorded.is_err() {
+                    let _ = self.runtime.destroy_node(sid, &name).await;
+                }
+                recorded.map_err(SessionError::from)
+            }
         };
-        match (created, recorded) {
-            (Ok(_), Ok(())) => {
-                if let Some(m) = self
-                    .lock()
-                    .get_mut(sid)
-                    .and_then(|s| s.nodes.get_mut(&name))
-                {
+        let mut inner = self.lock();
+        let slot = inner.get_mut(sid);
+        match outcome {
+            Ok(()) => {
+                if let Some(m) = slot.and_then(|s| s.nodes.get_mut(&name)) {
                     m.state = NodeState::Ready;
                 }
+                drop(inner);
                 self.metrics.observe_create("node", started.elapsed());
                 tracing::info!(session = %sid, node = %name, ms = started.elapsed().as_millis() as u64, "node ready");
                 self.emit_node(sid, &name, false);
                 self.node(sid, &name)
             }
-            (created, recorded) => {
-                self.metrics.failure("node");
-                if created.is_ok() {
-                    let _ = self.runtime.destroy_node(sid, &name).await;
-                }
-                if let Some(s) = self.lock().get_mut(sid) {
+            Err(e) => {
+                if let Some(s) = slot {
                     s.nodes.remove(&name);
                 }
+                drop(inner);
+                self.metrics.failure("node");
                 self.emit_node(sid, &name, false);
-                Err(match (created, recorded) {
-                    (Err(e), _) => e.into(),
-                    (Ok(_), Err(e)) => e,
-                    (Ok(_), Ok(())) => unreachable!("handled above"),
-                })
+                Err(e)
             }
         }
     }

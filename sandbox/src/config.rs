@@ -123,6 +123,9 @@ pub struct RuntimeConfig {
     /// Addresses for session networks; each network takes one `network_prefix_len` subnet.
     pub subnet_pool: Subnet,
     pub network_prefix_len: u8,
+    /// The lock file every instance on the host takes around choosing a network's subnet and
+    /// creating its bridge, so two instances never pick the same free one.
+    pub network_lock: PathBuf,
     /// Host uids for user namespaces: ranges of 65536 from `uid_pool_start`, at most
     /// `uid_pool_ranges` of them. Claimed with lock files in `uid_lock_dir`, shared by every
     /// instance on the host.
@@ -152,6 +155,7 @@ impl RuntimeConfig {
             cgroup_parent: "sandpit".into(),
             subnet_pool: Subnet::new(Ipv4Addr::new(10, 201, 0, 0), 16),
             network_prefix_len: 24,
+            network_lock: crate::network::host::default_lock_path(),
             uid_pool_start: 1_000_000,
             uid_pool_ranges: 16_000,
             uid_lock_dir: "/run/sandpit/uid-ranges".into(),

@@ -39,7 +39,7 @@ pub use engine::{Engine, EngineError, EngineEvents};
 pub use exec::{run_exec_helper, ExecOptions};
 pub use image::{Image, ImageError};
 pub use init::{run_node_init, InitError};
-pub use network::{NetworkError, Subnet, SubnetError};
+pub use network::{HostNet, NetworkError, PoolFull, Subnet, SubnetError};
 pub use pty::{NodePty, PtyError};
 pub use registry::{store_images, RegistryError, MIRROR_PORT, PUSH_PORT, REGISTRY_HOST};
 pub use rootfs::RootfsError;

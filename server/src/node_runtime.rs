@@ -65,8 +65,10 @@ pub enum RuntimeError {
     /// Not in a state for this (a node that is not running, a full network).
     #[error("{0}")]
     Conflict(String),
-    /// The host has no room left (addresses, uid ranges).
-    #[error("the server is at capacity; try again later")]
+    /// The host has no room left (subnets, uid ranges) or another process holds an address a
+    /// new network needs. The message says which and what the operator can do; the server
+    /// logs it too.
+    #[error("{0}")]
     Exhausted(String),
     /// A node's engine did not start in time; `detail` has its log for the operator.
     #[error("the engine of {node} did not start in time; try again")]

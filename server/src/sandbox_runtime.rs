@@ -50,7 +50,7 @@ impl From<sandbox::Error> for RuntimeError {
             E::UnknownNode { .. } | E::UnknownNetwork(_) => RuntimeError::Unknown(e.to_string()),
             E::NetworkBusy(_) => RuntimeError::Busy(e.to_string()),
             E::NotRunning { .. } | E::NetworkFull(_) => RuntimeError::Conflict(e.to_string()),
-            E::SubnetPoolExhausted(_) | E::UidPoolExhausted(_) => {
+            E::SubnetPoolExhausted(_) | E::UidPoolExhausted(_) | E::AddressInUse { .. } => {
                 RuntimeError::Exhausted(e.to_string())
             }
             E::EngineNotReady { ref hostname, .. } => RuntimeError::EngineNotReady {
@@ -243,6 +243,58 @@ async fn bounded(mut r: impl AsyncRead + Unpin) -> (String, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ApiError;
+    use crate::SessionError;
+    use axum::response::IntoResponse;
+
+    /// The status and JSON message a runtime error answers with.
+    async fn answer(e: sandbox::Error) -> (u16, String) {
+        let res = ApiError::from(SessionError::Runtime(e.into())).into_response();
+        let status = res.status().as_u16();
+        let body = http_body_util::BodyExt::collect(res.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        (status, json["error"].as_str().unwrap().to_string())
+    }
+
+    #[tokio::test]
+    async fn a_host_without_room_is_a_503_that_says_why() {
+        let pool: sandbox::Subnet = "10.201.0.0/16".parse().unwrap();
+        let full = sandbox::PoolFull {
+            pool,
+            len: 24,
+            in_use: 0,
+            overlapping: 256,
+            example: Some(sandbox::HostNet {
+                subnet: "10.201.0.0/24".parse().unwrap(),
+                holder: "sandpitb1".into(),
+            }),
+        };
+        let (status, message) = answer(sandbox::Error::SubnetPoolExhausted(full)).await;
+        assert_eq!(status, 503);
+        assert!(
+            message.starts_with("no free /24 in the pool 10.201.0.0/16: 256 overlap")
+                && message.contains("(e.g. 10.201.0.0/24 via sandpitb1)")
+                && message.contains("configure --subnet-pool"),
+            "{message}"
+        );
+
+        let addr = "10.201.0.1:53".parse().unwrap();
+        let e = sandbox::Error::AddressInUse {
+            service: "the session DNS server",
+            addr,
+        };
+        let (status, message) = answer(e).await;
+        assert_eq!(status, 503);
+        assert!(
+            message.starts_with(
+                "the session DNS server cannot listen on 10.201.0.1:53: the address is in use"
+            ),
+            "{message}"
+        );
+    }
 
     #[tokio::test]
     async fn output_is_cut_at_the_bound() {

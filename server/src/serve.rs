@@ -39,6 +39,12 @@ pub async fn run(opts: ServeOptions, runtime: RuntimeConfig) -> anyhow::Result<(
     let runtime = Runtime::open(runtime)
         .await
         .context("open the node runtime")?;
+    // Said at start, not only at the first session: another instance or program may hold
+    // every subnet of the pool.
+    match runtime.next_subnet().await {
+        Ok(subnet) => tracing::info!(%subnet, "the next session network's subnet"),
+        Err(e) => tracing::warn!(error = %e, "no session network can be made"),
+    }
     let runtime = Arc::new(SandboxRuntime::new(Arc::new(runtime)));
     let store = Store::open(&opts.store_path)?;
     let listener = tokio::net::TcpListener::bind(opts.listen)

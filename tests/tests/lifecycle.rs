@@ -176,7 +176,13 @@ async fn bad_input_gives_clear_errors_and_leaves_nothing() {
     rt.create_network("second").await.unwrap();
     let e = rt.create_network("third").await.unwrap_err();
     assert!(matches!(e, Error::SubnetPoolExhausted(_)), "{e:?}");
-    assert!(e.to_string().contains("no free subnet"), "{e}");
+    assert!(
+        e.to_string().starts_with(&format!(
+            "no free /24 in the pool {}: 2 used by this instance's networks",
+            t.cfg.subnet_pool
+        )),
+        "{e}"
+    );
 
     // Another process cannot take over a state directory in use.
     let e = Runtime::open(t.cfg.clone()).await.err().expect("busy");

@@ -1,9 +1,11 @@
 //! Session networks: nodes reach each other by host name and `/etc/hosts` follows nodes that
 //! come and go; DNS without egress fails fast; a two-node swarm runs a service across nodes
 //! over VXLAN (dnsrr and host-mode publishing, since this kernel has no IPVS); a port published
-//! in a node is reachable from the host, the path of the server's port proxy.
+//! in a node is reachable from the host, the path of the server's port proxy; a network never
+//! gets a subnet that the host already uses, by another runtime or by any other interface.
 //!
-//! Every address used here is on the test's own bridge, inside its nodes, or loopback.
+//! Every address used here is on the test's own bridges or a link it makes (from its own
+//! pool), inside its nodes, or loopback.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -381,4 +383,92 @@ async fn published_port_is_reachable_from_the_host() {
     let body = http_get(SocketAddr::from((n.ip, 8080)), Duration::from_secs(30)).await;
     assert_eq!(body.trim(), MARK);
     t.finish().await;
+}
+
+/// A link of the test's standing for another program's interface, deleted on drop (even when
+/// the test fails). A port-less bridge, since kernels without the `dummy` module (like this
+/// project's CI VMs) have no `type dummy`.
+struct ForeignLink(String);
+
+impl ForeignLink {
+    /// Creates link `name` (down, so it adds no route) holding `address` (`a.b.c.d/len`).
+    fn new(name: &str, address: &str) -> ForeignLink {
+        let ip = |args: &[&str]| {
+            let out = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .expect("run ip");
+            assert!(out.status.success(), "ip {args:?}: {}", stderr(&out));
+        };
+        ip(&["link", "add", name, "type", "bridge"]);
+        let link = ForeignLink(name.into());
+        ip(&["addr", "add", address, "dev", name]);
+        link
+    }
+}
+
+impl Drop for ForeignLink {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", "dev", &self.0])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subnet_the_host_has_an_address_in_is_skipped() {
+    let t = TestRuntime::new().await;
+    let pool = t.cfg.subnet_pool;
+    let first = pool.nth_subnet(24, 0).unwrap();
+    // Another program's address in the first /24 of the pool, with no route of its own.
+    let foreign = ForeignLink::new(
+        &format!("{}x", t.cfg.prefix),
+        &format!("{}/24", first.host(5).unwrap()),
+    );
+
+    let net = t.rt().create_network("skip").await.unwrap();
+    assert_eq!(net.subnet, pool.nth_subnet(24, 1).unwrap(), "the next /24");
+    assert_eq!(net.gateway, net.subnet.gateway());
+    assert_routed_via(net.subnet.host(2).unwrap(), &net.bridge);
+
+    // With the address gone, the first /24 is free again.
+    drop(foreign);
+    let next = t.rt().create_network("after").await.unwrap();
+    assert_eq!(next.subnet, first);
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runtimes_on_one_pool_get_different_subnets() {
+    let a = TestRuntime::new().await;
+    let pool = a.cfg.subnet_pool;
+    let b = TestRuntime::with(|c| c.subnet_pool = pool).await;
+    assert_ne!(a.cfg.prefix, b.cfg.prefix);
+
+    // Both at once, two networks each: every pick sees the others' bridges.
+    let make = |t: &TestRuntime, names: [&'static str; 2]| {
+        let rt = t.shared();
+        async move {
+            let mut nets = Vec::new();
+            for name in names {
+                let make = rt.create_network(name);
+                nets.push(make.await.unwrap_or_else(|e| panic!("create {name}: {e}")));
+            }
+            nets
+        }
+    };
+    let (from_a, from_b) = tokio::join!(
+        tokio::spawn(make(&a, ["a1", "a2"])),
+        tokio::spawn(make(&b, ["b1", "b2"]))
+    );
+    let nets: Vec<_> = from_a.unwrap().into_iter().chain(from_b.unwrap()).collect();
+    let subnets: BTreeSet<String> = nets.iter().map(|n| n.subnet.to_string()).collect();
+    assert_eq!(subnets.len(), 4, "a subnet was handed out twice: {nets:#?}");
+    for n in &nets {
+        assert!(pool.contains(n.subnet.network()), "{n:?} is outside {pool}");
+        assert_eq!(n.subnet.prefix_len(), 24);
+        assert_routed_via(n.subnet.host(2).unwrap(), &n.bridge);
+    }
+    a.finish().await;
+    b.finish().await;
 }

@@ -26,10 +26,12 @@ use std::net::Ipv4Addr;
 
 pub(crate) mod dns;
 pub(crate) mod firewall;
+pub(crate) mod host;
 pub(crate) mod link;
 mod pool;
 
-pub use pool::{Subnet, SubnetError};
+pub(crate) use pool::pick;
+pub use pool::{HostNet, PoolFull, Subnet, SubnetError};
 
 /// Longest interface name the kernel accepts (IFNAMSIZ minus the NUL).
 pub(crate) const MAX_IFNAME_LEN: usize = 15;
@@ -44,6 +46,13 @@ pub enum NetworkError {
     },
     #[error(transparent)]
     InvalidSubnet(#[from] SubnetError),
+    #[error("read the host's {what}: {cause}")]
+    ReadHost { what: &'static str, cause: String },
+    #[error("take the host-wide network lock {}: {cause}", .path.display())]
+    HostLock {
+        path: std::path::PathBuf,
+        cause: String,
+    },
     #[error(
         "interface name {name:?} is not valid: it must be 1 to {MAX_IFNAME_LEN} characters \
          a-z0-9 (use a shorter prefix or a smaller subnet pool)"

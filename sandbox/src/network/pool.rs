@@ -3,7 +3,12 @@
 //! The runtime owns one pool (e.g. `10.201.0.0/16`) and cuts it into equal network subnets
 //! (e.g. `/24`), one per session; network `i` is `pool.nth_subnet(len, i)`. Inside a network
 //! subnet, host number 1 is the bridge (the nodes' gateway), nodes take 2, 3, ... and the last
-//! address stays the broadcast address. Everything here is pure so it can be unit tested.
+//! address stays the broadcast address.
+//!
+//! A network's subnet must not overlap anything the host already routes or has an address in
+//! (another instance's bridges, a VPN, a Docker bridge): the host would send the gateway's
+//! replies elsewhere. [`pick`] chooses the first free index given what the host has
+//! (`host.rs` reads it). Everything here is pure so it can be unit tested.
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -100,6 +105,11 @@ impl Subnet {
         Some(Ipv4Addr::from(self.network + n))
     }
 
+    /// Whether the two subnets share an address (one of them contains the other).
+    pub fn overlaps(&self, other: &Subnet) -> bool {
+        self.contains(other.network()) || other.contains(self.network())
+    }
+
     /// The bridge's address, `host(1)`. For `/31` and `/32`, which have no usable host, it is
     /// the address after the network address all the same; the runtime never uses those.
     pub fn gateway(&self) -> Ipv4Addr {
@@ -111,6 +121,75 @@ impl fmt::Display for Subnet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.network(), self.len)
     }
+}
+
+/// A subnet the host already uses, and where: `"10.201.0.0/24 via sandpitb1"`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostNet {
+    pub subnet: Subnet,
+    /// The interface (or route type, for routes without one) that holds it.
+    pub holder: String,
+}
+
+impl fmt::Display for HostNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} via {}", self.subnet, self.holder)
+    }
+}
+
+/// Why [`pick`] found no subnet: how the candidates were taken.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "no free /{len} in the pool {pool}: {}{overlapping} overlap routes or addresses on this host{}; {}",
+    if *.in_use > 0 { format!("{} used by this instance's networks, ", .in_use) } else { String::new() },
+    .example.as_ref().map(|e| format!(" (e.g. {e})")).unwrap_or_default(),
+    if *.overlapping > 0 {
+        "configure --subnet-pool with a range that nothing else on this host uses"
+    } else {
+        "destroy a network or configure a larger --subnet-pool"
+    }
+)]
+pub struct PoolFull {
+    pub pool: Subnet,
+    pub len: u8,
+    /// Candidates taken by the runtime's own networks (made or being made).
+    pub in_use: u32,
+    /// Candidates that overlap something of the host.
+    pub overlapping: u32,
+    /// The first overlap found.
+    pub example: Option<HostNet>,
+}
+
+/// The first index `i < limit` of a `/len` subnet of `pool` that is neither in `used` nor
+/// overlaps anything in `host`.
+pub fn pick(
+    pool: Subnet,
+    len: u8,
+    limit: u32,
+    used: &std::collections::BTreeSet<u32>,
+    host: &[HostNet],
+) -> Result<(u32, Subnet), PoolFull> {
+    let mut full = PoolFull {
+        pool,
+        len,
+        in_use: 0,
+        overlapping: 0,
+        example: None,
+    };
+    for index in 0..pool.subnet_count(len).min(limit) {
+        let Some(subnet) = pool.nth_subnet(len, index) else {
+            break;
+        };
+        if used.contains(&index) {
+            full.in_use += 1;
+        } else if let Some(taken) = host.iter().find(|h| h.subnet.overlaps(&subnet)) {
+            full.overlapping += 1;
+            full.example.get_or_insert_with(|| taken.clone());
+        } else {
+            return Ok((index, subnet));
+        }
+    }
+    Err(full)
 }
 
 /// A subnet that does not parse.
@@ -168,6 +247,7 @@ impl TryFrom<String> for Subnet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     fn net(s: &str) -> Subnet {
         s.parse().unwrap()
@@ -293,6 +373,133 @@ mod tests {
         assert_eq!(top.host(254), Some(Ipv4Addr::new(255, 255, 255, 254)));
         assert_eq!(top.host(255), None);
         assert_eq!(top.nth_subnet(25, 1), Some(net("255.255.255.128/25")));
+    }
+
+    #[test]
+    fn overlaps() {
+        let s = net("10.201.3.0/24");
+        assert!(s.overlaps(&s));
+        assert!(s.overlaps(&net("10.201.3.77/32")));
+        assert!(net("10.201.3.77/32").overlaps(&s), "symmetric");
+        assert!(s.overlaps(&net("10.201.0.0/16")));
+        assert!(net("10.0.0.0/8").overlaps(&s));
+        assert!(s.overlaps(&net("10.201.3.128/25")));
+        assert!(!s.overlaps(&net("10.201.4.0/24")));
+        assert!(!s.overlaps(&net("10.201.2.0/24")));
+        assert!(!s.overlaps(&net("10.201.2.255/32")));
+        assert!(!s.overlaps(&net("10.201.4.0/32")));
+        assert!(net("0.0.0.0/0").overlaps(&s));
+    }
+
+    fn held(subnet: &str, holder: &str) -> HostNet {
+        HostNet {
+            subnet: net(subnet),
+            holder: holder.into(),
+        }
+    }
+
+    #[test]
+    fn pick_skips_used_indexes_and_host_overlaps() {
+        let pool = net("10.201.0.0/16");
+        let none = BTreeSet::new();
+        assert_eq!(
+            pick(pool, 24, 0x1000, &none, &[]),
+            Ok((0, net("10.201.0.0/24")))
+        );
+
+        let used: BTreeSet<u32> = [0, 2].into();
+        assert_eq!(
+            pick(pool, 24, 0x1000, &used, &[]),
+            Ok((1, net("10.201.1.0/24")))
+        );
+
+        // Another instance's bridge on .1, an address on .3 (its /24 route), a /23 on 4-5.
+        let host = [
+            held("10.201.1.0/24", "sandpitb1"),
+            held("10.201.3.9/32", "dummy0"),
+            held("10.201.4.0/23", "tun0"),
+            held("192.168.1.0/24", "eth0"),
+        ];
+        assert_eq!(
+            pick(pool, 24, 0x1000, &used, &host),
+            Ok((6, net("10.201.6.0/24")))
+        );
+        // A /29 network inside a host /24 is taken; the one after it is not.
+        assert_eq!(
+            pick(net("10.201.3.0/24"), 29, 0x1000, &none, &host),
+            Ok((0, net("10.201.3.0/29"))),
+            "10.201.3.9 is in the second /29"
+        );
+        assert_eq!(
+            pick(net("10.201.3.8/29"), 29, 0x1000, &none, &host)
+                .unwrap_err()
+                .overlapping,
+            1
+        );
+    }
+
+    #[test]
+    fn a_full_pool_says_why_and_what_to_do() {
+        let pool = net("10.201.0.0/22");
+        let host = [
+            held("10.201.0.0/24", "sandpitb1"),
+            held("10.201.2.0/23", "tun0"),
+        ];
+        let used: BTreeSet<u32> = [1].into();
+        let full = pick(pool, 24, 0x1000, &used, &host).unwrap_err();
+        assert_eq!(
+            full,
+            PoolFull {
+                pool,
+                len: 24,
+                in_use: 1,
+                overlapping: 3,
+                example: Some(held("10.201.0.0/24", "sandpitb1")),
+            }
+        );
+        assert_eq!(
+            full.to_string(),
+            "no free /24 in the pool 10.201.0.0/22: 1 used by this instance's networks, \
+             3 overlap routes or addresses on this host (e.g. 10.201.0.0/24 via sandpitb1); \
+             configure --subnet-pool with a range that nothing else on this host uses"
+        );
+
+        let used: BTreeSet<u32> = [0, 1, 2, 3].into();
+        let full = pick(pool, 24, 0x1000, &used, &host).unwrap_err();
+        assert_eq!(
+            (full.in_use, full.overlapping, full.example.clone()),
+            (4, 0, None)
+        );
+        assert_eq!(
+            full.to_string(),
+            "no free /24 in the pool 10.201.0.0/22: 4 used by this instance's networks, \
+             0 overlap routes or addresses on this host; \
+             destroy a network or configure a larger --subnet-pool"
+        );
+
+        let full = pick(
+            pool,
+            24,
+            0x1000,
+            &BTreeSet::new(),
+            &[held("10.0.0.0/8", "vpn0")],
+        )
+        .unwrap_err();
+        assert_eq!(
+            full.to_string(),
+            "no free /24 in the pool 10.201.0.0/22: 4 overlap routes or addresses on this \
+             host (e.g. 10.0.0.0/8 via vpn0); configure --subnet-pool with a range that \
+             nothing else on this host uses"
+        );
+    }
+
+    #[test]
+    fn pick_stops_at_the_limit() {
+        let pool = net("10.201.0.0/16");
+        let used: BTreeSet<u32> = (0..4).collect();
+        let full = pick(pool, 24, 4, &used, &[]).unwrap_err();
+        assert_eq!(full.in_use, 4);
+        assert_eq!(pick(pool, 24, 5, &used, &[]), Ok((4, net("10.201.4.0/24"))));
     }
 
     #[test]

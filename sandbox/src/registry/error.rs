@@ -25,9 +25,9 @@ pub enum RegistryError {
     NotListening { socket: PathBuf, log_tail: String },
     #[error("make the offline Docker Hub certificate: {0}")]
     Tls(String),
-    #[error("start the registry relay on {gateway}: {source}")]
+    #[error("start the registry relay on {addr}: {source}")]
     Relay {
-        gateway: std::net::Ipv4Addr,
+        addr: std::net::SocketAddrV4,
         source: std::io::Error,
     },
 }

@@ -193,11 +193,7 @@ impl NodeRegistries for Registries {
                 self.hub_for(egress)
                     .map(|(p, _)| (HUB_PORT, p.socket().to_owned())),
             )
-            .await
-            .map_err(|e| RegistryError::Relay {
-                gateway: subnet.gateway(),
-                source: e,
-            })?;
+            .await?;
             Ok(Box::new(relay) as Attachment)
         })
     }

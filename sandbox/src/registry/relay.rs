@@ -23,6 +23,8 @@ use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 
+use super::RegistryError;
+
 use super::gateway::{MIRROR_PORT, PUSH_PORT, REGISTRY_HOST};
 use super::names::{self, Mapped};
 use crate::network::Subnet;
@@ -59,7 +61,7 @@ pub(crate) async fn start(
     mirror_socket: PathBuf,
     push_socket: PathBuf,
     hub: Option<(u16, PathBuf)>,
-) -> std::io::Result<Relay> {
+) -> Result<Relay, RegistryError> {
     let mirror = Route {
         socket: mirror_socket,
         namespace: None,
@@ -68,25 +70,33 @@ pub(crate) async fn start(
         socket: push_socket,
         namespace: Some(names::namespace(network)),
     };
-    let mut tasks = Vec::new();
+    // Built as it goes, so a failed bind stops the listeners started before it.
+    let mut relay = Relay { tasks: Vec::new() };
     for (port, route) in [(MIRROR_PORT, mirror), (PUSH_PORT, push)] {
         let route = Arc::new(route);
         let listener = bind(subnet, port).await?;
-        tasks.push(tokio::spawn(accept(listener, subnet, move |stream| {
-            serve_http(stream, route.clone())
-        })));
+        relay
+            .tasks
+            .push(tokio::spawn(accept(listener, subnet, move |stream| {
+                serve_http(stream, route.clone())
+            })));
     }
     if let Some((port, socket)) = hub {
         let listener = bind(subnet, port).await?;
-        tasks.push(tokio::spawn(accept(listener, subnet, move |stream| {
-            pass_through(stream, socket.clone())
-        })));
+        relay
+            .tasks
+            .push(tokio::spawn(accept(listener, subnet, move |stream| {
+                pass_through(stream, socket.clone())
+            })));
     }
-    Ok(Relay { tasks })
+    Ok(relay)
 }
 
-async fn bind(subnet: Subnet, port: u16) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(SocketAddrV4::new(subnet.gateway(), port)).await
+async fn bind(subnet: Subnet, port: u16) -> Result<tokio::net::TcpListener, RegistryError> {
+    let addr = SocketAddrV4::new(subnet.gateway(), port);
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| RegistryError::Relay { addr, source })
 }
 
 /// Hands every connection from inside `subnet` to `serve`, each in its own task.

@@ -37,7 +37,7 @@ use crate::config::{Isolation, NodeLimits, OrphanPolicy, RuntimeConfig};
 use crate::engine::EngineError;
 use crate::image::ImageError;
 use crate::init::InitError;
-use crate::network::{dns, firewall, link, NetworkError, Subnet};
+use crate::network::{dns, firewall, host, link, NetworkError, PoolFull, Subnet};
 use crate::process::Reaper;
 use crate::pty::PtyError;
 use crate::registry::{Attachment, Layout, NodeRegistries, Registries, RegistryError};
@@ -67,8 +67,17 @@ pub enum Error {
     UnknownNode { network: String, hostname: String },
     #[error("node name {hostname:?} is already taken in network {network:?}")]
     NameTaken { network: String, hostname: String },
-    #[error("no free subnet left in the pool {0}; destroy a network or configure a larger pool")]
-    SubnetPoolExhausted(Subnet),
+    #[error(transparent)]
+    SubnetPoolExhausted(PoolFull),
+    #[error(
+        "{service} cannot listen on {addr}: the address is in use on this host (another sandpit \
+         instance or other software on an overlapping subnet?); configure a --subnet-pool \
+         that nothing else uses"
+    )]
+    AddressInUse {
+        service: &'static str,
+        addr: std::net::SocketAddrV4,
+    },
     #[error("network {0:?} has no free address left")]
     NetworkFull(String),
     #[error("no free uid range left ({0} ranges in use)")]
@@ -398,6 +407,7 @@ impl Runtime {
             }
             // Restore the bridge and rules if the host lost them (e.g. after a reboot).
             if !link::link_exists(&net.bridge).await {
+                let _host = host::HostLock::take(&self.cfg.network_lock).await?;
                 link::create_bridge(&net.bridge, net.subnet).await?;
             }
             firewall::install(&self.firewall_spec(&net)).await?;

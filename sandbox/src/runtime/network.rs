@@ -4,9 +4,18 @@
 //! without; destroying one destroys its nodes first.
 
 use std::collections::BTreeSet;
+use std::io::ErrorKind;
+use std::net::SocketAddrV4;
 
-use super::{check_name, network_info, with_cleanup, Error, NetServices, NetworkInfo, Runtime};
-use crate::network::{self, dns, firewall, link, NetworkError};
+use super::{
+    check_name, network_info, with_cleanup, Error, Inner, NetServices, NetworkInfo, Runtime,
+};
+use crate::network::host::{self, HostLock};
+use crate::network::{self, dns, firewall, link, HostNet, NetworkError, Subnet};
+use crate::registry::RegistryError;
+
+/// Networks one runtime makes at most: their index is in link names (see `network/mod.rs`).
+const MAX_NETWORKS: u32 = 0x1000;
 use crate::state::{self, NetworkRecord, NodeRecord, NodeStatus};
 
 impl Runtime {
@@ -35,55 +44,86 @@ impl Runtime {
     /// firewall rules that let its nodes talk to each other and to nothing else.
     pub async fn create_network(&self, name: &str) -> Result<NetworkInfo, Error> {
         check_name("network name", name)?;
-        let len = self.cfg.network_prefix_len;
-        let index = {
+        {
             let mut inner = self.lock();
             if inner.networks.contains_key(name) || inner.pending_networks.contains(name) {
                 return Err(Error::NetworkExists(name.into()));
             }
-            let used: BTreeSet<u32> = inner
-                .networks
-                .values()
-                .map(|n| n.index)
-                .chain(inner.pending_indexes.iter().copied())
-                .collect();
-            let index = (0..self.cfg.subnet_pool.subnet_count(len).min(0x1000))
-                .find(|i| !used.contains(i))
-                .ok_or(Error::SubnetPoolExhausted(self.cfg.subnet_pool))?;
             inner.pending_networks.insert(name.into());
-            inner.pending_indexes.insert(index);
-            index
-        };
-        let net = NetworkRecord {
-            name: name.into(),
-            index,
-            subnet: self
-                .cfg
-                .subnet_pool
-                .nth_subnet(len, index)
-                .expect("index below subnet_count"),
-            bridge: network::bridge_name(&self.cfg.prefix, index),
-            egress: self.cfg.egress,
-        };
-        let mut res = self.build_network(&net).await;
-        if res.is_ok() {
-            if let Err(e) = self.start_services(&net).await {
-                res = Err(with_cleanup(e, self.unbuild_network(&net).await));
-            }
         }
+        let mut reserved = None;
+        let res = self.make_network(name, &mut reserved).await;
         let mut inner = self.lock();
         inner.pending_networks.remove(name);
-        inner.pending_indexes.remove(&index);
-        res?;
+        if let Some(index) = reserved {
+            inner.pending_indexes.remove(&index);
+        }
+        let net = res?;
         inner.networks.insert(name.into(), net.clone());
         Ok(network_info(&net))
     }
 
-    async fn build_network(&self, net: &NetworkRecord) -> Result<(), Error> {
+    /// Picks the network's subnet and builds it; `reserved` gets the index it reserved.
+    async fn make_network(
+        &self,
+        name: &str,
+        reserved: &mut Option<u32>,
+    ) -> Result<NetworkRecord, Error> {
+        // Host-wide, so that no instance picks between our read of the host and our bridge.
+        let host_lock = host::HostLock::take(&self.cfg.network_lock).await?;
+        let on_host = host::used_subnets().await?;
+        let net = {
+            let mut inner = self.lock();
+            let (index, subnet) = self.pick(&inner, &on_host)?;
+            inner.pending_indexes.insert(index);
+            *reserved = Some(index);
+            NetworkRecord {
+                name: name.into(),
+                index,
+                subnet,
+                bridge: network::bridge_name(&self.cfg.prefix, index),
+                egress: self.cfg.egress,
+            }
+        };
+        self.build_network(&net, host_lock).await?;
+        if let Err(e) = self.start_services(&net).await {
+            return Err(with_cleanup(e, self.unbuild_network(&net).await));
+        }
+        Ok(net)
+    }
+
+    /// The first index and subnet of the pool that neither this runtime nor the host uses.
+    fn pick(&self, inner: &Inner, on_host: &[HostNet]) -> Result<(u32, Subnet), Error> {
+        let used: BTreeSet<u32> = inner
+            .networks
+            .values()
+            .map(|n| n.index)
+            .chain(inner.pending_indexes.iter().copied())
+            .collect();
+        network::pick(
+            self.cfg.subnet_pool,
+            self.cfg.network_prefix_len,
+            MAX_NETWORKS,
+            &used,
+            on_host,
+        )
+        .map_err(Error::SubnetPoolExhausted)
+    }
+
+    /// The subnet the next network would get now, or why there is none: for a check at start.
+    pub async fn next_subnet(&self) -> Result<Subnet, Error> {
+        let on_host = host::used_subnets().await?;
+        self.pick(&self.lock(), &on_host).map(|(_, subnet)| subnet)
+    }
+
+    /// Records the network and makes its bridge (then lets other instances pick: the bridge is
+    /// in the host's routes now) and its firewall.
+    async fn build_network(&self, net: &NetworkRecord, host_lock: HostLock) -> Result<(), Error> {
         let spec = self.firewall_spec(net);
         let res: Result<(), Error> = async {
             state::save(&self.network_path(&net.name), net)?;
             link::create_bridge(&net.bridge, net.subnet).await?;
+            drop(host_lock);
             firewall::install(&spec).await?;
             Ok(())
         }
@@ -128,18 +168,32 @@ impl Runtime {
         let dns_table = dns::Table::default();
         let dns = dns::serve(net.subnet, dns_table.clone(), upstream)
             .await
-            .map_err(|e| {
-                Error::Network(NetworkError::Dns {
+            .map_err(|e| match e.kind() {
+                ErrorKind::AddrInUse => Error::AddressInUse {
+                    service: "the session DNS server",
+                    addr: SocketAddrV4::new(net.subnet.gateway(), 53),
+                },
+                _ => Error::Network(NetworkError::Dns {
                     gateway: net.subnet.gateway(),
                     source: e,
-                })
+                }),
             })?;
         let registries = match &self.registries {
             Some(r) => match r.attach(net.subnet, &net.name, net.egress).await {
                 Ok(attached) => Some(attached),
                 Err(e) => {
                     dns.abort();
-                    return Err(e.into());
+                    return Err(match e {
+                        RegistryError::Relay { addr, source }
+                            if source.kind() == ErrorKind::AddrInUse =>
+                        {
+                            Error::AddressInUse {
+                                service: "the registry relay",
+                                addr,
+                            }
+                        }
+                        e => e.into(),
+                    });
                 }
             },
             None => None,

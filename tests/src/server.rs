@@ -58,7 +58,12 @@ impl TestServer {
         Self::start_configured(extra, with_registry)
     }
 
-    fn start_configured(extra: &[&str], configure: impl FnOnce(&mut RuntimeConfig)) -> TestServer {
+    /// Like [`TestServer::start`], with the configuration adjusted by `configure` (e.g. the
+    /// subnet pool of another server).
+    pub fn start_configured(
+        extra: &[&str],
+        configure: impl FnOnce(&mut RuntimeConfig),
+    ) -> TestServer {
         let (mut cfg, claim) = test_config();
         configure(&mut cfg);
         // Beside the test's directory, which cleanup removes.

@@ -1,13 +1,14 @@
 //! `sandpit serve` on port 0: prints its address once ready, answers `/healthz`, adopts the
 //! nodes of its state directory, runs the registries (which die with it, even when it is
-//! killed, and keep their content), and exits cleanly on SIGTERM.
+//! killed, and keep their content), and exits cleanly on SIGTERM; a second server on the same
+//! subnet pool takes turns in it instead of breaking the first one's networks.
 
 use std::io::{BufRead, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sandpit_tests::{
-    sandpit_bin, test_config, with_registry, CleanupGuard, KillOnDrop, TestRuntime,
+    sandpit_bin, test_config, with_registry, CleanupGuard, KillOnDrop, TestRuntime, TestServer,
 };
 
 fn get(addr: &str, path: &str) -> String {
@@ -156,4 +157,35 @@ async fn serve_runs_the_registries_and_they_die_with_it() {
 
     let t = TestRuntime::open(cfg, claim).await;
     t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_a_taken_pool_says_so_with_a_503() {
+    let first = TestServer::start(&[]);
+    let taken = first.cfg.subnet_pool.nth_subnet(24, 0).unwrap();
+    // Its whole pool is the first server's first /24.
+    let second = TestServer::start_configured(&[], |c| c.subnet_pool = taken);
+
+    let sid = first.session_id().await;
+    let bridge = format!("{}b0", first.cfg.prefix);
+    let (status, body) = second.post("/api/sessions", serde_json::json!({})).await;
+    assert_eq!(status, 503, "{body}\n{}", second.log_tail());
+    let message = body["error"].as_str().unwrap_or_default();
+    let expected = format!(
+        "no free /24 in the pool {taken}: 1 overlap routes or addresses on this host \
+         (e.g. {taken} via {bridge}); configure --subnet-pool"
+    );
+    assert!(message.starts_with(&expected), "{message}");
+    assert!(
+        second.log_tail().contains(&expected),
+        "{}",
+        second.log_tail()
+    );
+
+    // Once the first server's network is gone, the /24 is the second one's.
+    assert_eq!(first.delete(&format!("/api/sessions/{sid}")).await.0, 204);
+    let (status, body) = second.post("/api/sessions", serde_json::json!({})).await;
+    assert_eq!(status, 201, "{body}\n{}", second.log_tail());
+    first.finish().await;
+    second.finish().await;
 }

@@ -1,7 +1,9 @@
 //! Session networks: a bridge per network on a subnet of the pool, its firewall chains, and
 //! the services the runtime runs on its gateway (the session's DNS server and the registries'
-//! relay). Creating one reserves its name and index under the runtime's lock and builds it
-//! without; destroying one destroys its nodes first.
+//! relay). Creating one reserves its name under the runtime's lock; then, under the host-wide
+//! network lock (`network/host.rs`), it reads the host's routes and addresses, reserves the
+//! first index whose subnet overlaps none of them, and makes the bridge; the rest is built
+//! without either lock. Destroying one destroys its nodes first.
 
 use std::collections::BTreeSet;
 use std::io::ErrorKind;
@@ -13,10 +15,10 @@ use super::{
 use crate::network::host::{self, HostLock};
 use crate::network::{self, dns, firewall, link, HostNet, NetworkError, Subnet};
 use crate::registry::RegistryError;
+use crate::state::{self, NetworkRecord, NodeRecord, NodeStatus};
 
 /// Networks one runtime makes at most: their index is in link names (see `network/mod.rs`).
 const MAX_NETWORKS: u32 = 0x1000;
-use crate::state::{self, NetworkRecord, NodeRecord, NodeStatus};
 
 impl Runtime {
     pub(super) fn firewall_spec(&self, net: &NetworkRecord) -> firewall::FirewallSpec {
@@ -70,7 +72,7 @@ impl Runtime {
         reserved: &mut Option<u32>,
     ) -> Result<NetworkRecord, Error> {
         // Host-wide, so that no instance picks between our read of the host and our bridge.
-        let host_lock = host::HostLock::take(&self.cfg.network_lock).await?;
+        let host_lock = HostLock::take(&self.cfg.network_lock).await?;
         let on_host = host::used_subnets().await?;
         let net = {
             let mut inner = self.lock();

@@ -50,8 +50,8 @@ impl From<SessionError> for ApiError {
                 tracing::error!(error = %e, %detail, "node engine did not start");
             }
             // The operator's to fix (a larger or another subnet pool, fewer nodes).
-            SessionError::Runtime(RuntimeError::Exhausted(_)) => {
-                tracing::warn!(error = %e, "the host has no room for the request");
+            SessionError::Runtime(RuntimeError::Exhausted(detail)) => {
+                tracing::warn!(%detail, "the host has no room for the request");
             }
             _ if status == StatusCode::INTERNAL_SERVER_ERROR => {
                 tracing::error!(error = %e, "request failed");

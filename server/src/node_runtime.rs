@@ -66,9 +66,9 @@ pub enum RuntimeError {
     #[error("{0}")]
     Conflict(String),
     /// The host has no room left (subnets, uid ranges) or another process holds an address a
-    /// new network needs. The message says which and what the operator can do; the server
-    /// logs it too.
-    #[error("{0}")]
+    /// new network needs. Clients are told the server is full; the detail (which, and what
+    /// the operator can do) goes to the server's log.
+    #[error("the server is at capacity; try again later")]
     Exhausted(String),
     /// A node's engine did not start in time; `detail` has its log for the operator.
     #[error("the engine of {node} did not start in time; try again")]

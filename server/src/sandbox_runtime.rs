@@ -247,20 +247,28 @@ mod tests {
     use crate::SessionError;
     use axum::response::IntoResponse;
 
-    /// The status and JSON message a runtime error answers with.
-    async fn answer(e: sandbox::Error) -> (u16, String) {
-        let res = ApiError::from(SessionError::Runtime(e.into())).into_response();
+    /// The status and JSON message a runtime error answers with, and the detail it keeps for
+    /// the server's log.
+    async fn answer(e: sandbox::Error) -> (u16, String, String) {
+        let e = RuntimeError::from(e);
+        let RuntimeError::Exhausted(detail) = &e else {
+            panic!("not a lack of room: {e:?}");
+        };
+        let detail = detail.clone();
+        let res = ApiError::from(SessionError::Runtime(e)).into_response();
         let status = res.status().as_u16();
         let body = http_body_util::BodyExt::collect(res.into_body())
             .await
             .unwrap()
             .to_bytes();
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        (status, json["error"].as_str().unwrap().to_string())
+        (status, json["error"].as_str().unwrap().to_string(), detail)
     }
 
+    const FULL: &str = "the server is at capacity; try again later";
+
     #[tokio::test]
-    async fn a_host_without_room_is_a_503_that_says_why() {
+    async fn a_host_without_room_is_a_503_and_the_log_says_why() {
         let pool: sandbox::Subnet = "10.201.0.0/16".parse().unwrap();
         let full = sandbox::PoolFull {
             pool,
@@ -272,13 +280,13 @@ mod tests {
                 holder: "sandpitb1".into(),
             }),
         };
-        let (status, message) = answer(sandbox::Error::SubnetPoolExhausted(full)).await;
-        assert_eq!(status, 503);
+        let (status, message, detail) = answer(sandbox::Error::SubnetPoolExhausted(full)).await;
+        assert_eq!((status, message.as_str()), (503, FULL));
         assert!(
-            message.starts_with("no free /24 in the pool 10.201.0.0/16: 256 overlap")
-                && message.contains("(e.g. 10.201.0.0/24 via sandpitb1)")
-                && message.contains("configure --subnet-pool"),
-            "{message}"
+            detail.starts_with("no free /24 in the pool 10.201.0.0/16: 256 overlap")
+                && detail.contains("(e.g. 10.201.0.0/24 via sandpitb1)")
+                && detail.contains("configure --subnet-pool"),
+            "{detail}"
         );
 
         let addr = "10.201.0.1:53".parse().unwrap();
@@ -286,13 +294,13 @@ mod tests {
             service: "the session DNS server",
             addr,
         };
-        let (status, message) = answer(e).await;
-        assert_eq!(status, 503);
+        let (status, message, detail) = answer(e).await;
+        assert_eq!((status, message.as_str()), (503, FULL));
         assert!(
-            message.starts_with(
+            detail.starts_with(
                 "the session DNS server cannot listen on 10.201.0.1:53: the address is in use"
             ),
-            "{message}"
+            "{detail}"
         );
     }
 

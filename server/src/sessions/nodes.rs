@@ -240,8 +240,8 @@ impl Sessions {
     }
 
     /// Checks that `name` is a ready node of live session `sid` whose runtime says it runs;
-    /// answers its address.
-    pub(super) fn running_node(&self, sid: &str, name: &str) -> Result<Ipv4Addr, SessionError> {
+    /// answers its address (where the port proxy reaches it). Every node request starts here.
+    pub fn node_address(&self, sid: &str, name: &str) -> Result<Ipv4Addr, SessionError> {
         {
             let inner = self.lock();
             live(&inner, sid)?.node(name)?.can_use(name)?;
@@ -256,11 +256,6 @@ impl Sessions {
         }
     }
 
-    /// Where the port proxy reaches a running node.
-    pub fn node_address(&self, sid: &str, name: &str) -> Result<Ipv4Addr, SessionError> {
-        self.running_node(sid, name)
-    }
-
     /// Runs a command in a running node and waits for it (or its timeout).
     pub async fn exec(
         &self,
@@ -268,7 +263,7 @@ impl Sessions {
         name: &str,
         req: ExecRequest,
     ) -> Result<ExecResult, SessionError> {
-        self.running_node(sid, name)?;
+        self.node_address(sid, name)?;
         let cmd = req.command()?;
         Ok(self.runtime.exec(sid, name, cmd).await?)
     }
@@ -285,7 +280,7 @@ impl Sessions {
         data: impl std::future::Future<Output = Result<Bytes, E>>,
     ) -> Result<Uploaded, E> {
         let path = node_path(path)?;
-        self.running_node(sid, name)?;
+        self.node_address(sid, name)?;
         let data = data.await?;
         let size = data.len();
         let cmd = Command {

@@ -27,7 +27,7 @@ impl Sessions {
         name: &str,
         term: &str,
     ) -> Result<Terminal, SessionError> {
-        self.running_node(sid, name)?;
+        self.node_address(sid, name)?;
         let key = (name.to_string(), term.to_string());
         if let Some(t) = terminal_or_room(live_mut(&mut self.lock(), sid)?, &key)? {
             return Ok(t);

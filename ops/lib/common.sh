@@ -73,13 +73,35 @@ ensure_packages() {
 #   2. /etc/apt/sources.list.d/debian.sources (deb822): URIs of the first
 #      "deb" entry whose Suites contain SUITE as a whole word and whose
 #      Components contain main;
-#   3. /etc/apt/sources.list: the first "deb [options] URL SUITE ... main" line.
+#   3. /etc/apt/sources.list: the first "deb [options] URL SUITE ... main" line;
+#   4. the same search for the host's own suite: one Debian archive serves every
+#      release, so a Debian 12 host that lists only bookworm builds trixie
+#      images from the archive it already uses.
 debian_mirror() {
-    local suite=$1 url=""
+    local suite=$1 url="" host_suite
     if [[ -n ${SANDPIT_DEBIAN_MIRROR:-} ]]; then
         echo "${SANDPIT_DEBIAN_MIRROR}"
         return 0
     fi
+    url=$(_ops_listed_mirror "$suite")
+    host_suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+    if [[ -z $url && -n $host_suite && $host_suite != "$suite" ]]; then
+        url=$(_ops_listed_mirror "$host_suite")
+    fi
+    if [[ -z $url ]]; then
+        die "no Debian mirror for '$suite' found in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list;
+add one (e.g. a 'deb <mirror-url> $suite main' line) or set SANDPIT_DEBIAN_MIRROR=<mirror-url>"
+    fi
+    case $url in
+        http://* | https://* | file:/*) ;;
+        *) die "the apt source for '$suite' uses '$url', which debootstrap cannot use; set SANDPIT_DEBIAN_MIRROR=<http(s) mirror-url>" ;;
+    esac
+    echo "${url%/}"
+}
+
+# The URI of the host's apt source for SUITE (main component), or nothing.
+_ops_listed_mirror() {
+    local suite=$1 url=""
     local deb822=/etc/apt/sources.list.d/debian.sources
     if [[ -r $deb822 ]]; then
         # Paragraphs are separated by blank lines; field names are
@@ -119,13 +141,5 @@ debian_mirror() {
             }
         ' /etc/apt/sources.list)
     fi
-    if [[ -z $url ]]; then
-        die "no Debian mirror for '$suite' found in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list;
-add one (e.g. a 'deb <mirror-url> $suite main' line) or set SANDPIT_DEBIAN_MIRROR=<mirror-url>"
-    fi
-    case $url in
-        http://* | https://* | file:/*) ;;
-        *) die "the apt source for '$suite' uses '$url', which debootstrap cannot use; set SANDPIT_DEBIAN_MIRROR=<http(s) mirror-url>" ;;
-    esac
-    echo "${url%/}"
+    echo "$url"
 }

@@ -150,7 +150,7 @@ impl RuntimeConfig {
             prefix: "sandpit".into(),
             state_dir: "/var/lib/sandpit/state".into(),
             images_dir: "/var/lib/sandpit/images".into(),
-            default_image: "bookworm".into(),
+            default_image: "trixie".into(),
             cgroup_root: "/sys/fs/cgroup".into(),
             cgroup_parent: "sandpit".into(),
             subnet_pool: Subnet::new(Ipv4Addr::new(10, 201, 0, 0), 16),

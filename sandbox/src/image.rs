@@ -13,8 +13,27 @@ pub struct Image {
     /// The cache key of the recipe it was built from.
     pub recipe: String,
     pub built_at: String,
+    /// The Debian suite it was built from (`trixie`) and its point release (`13.8`).
+    #[serde(default)]
+    pub debian: String,
+    #[serde(default)]
+    pub debian_version: Option<String>,
+    /// Versions of the engine and its tools, as the image's own binaries report them.
+    #[serde(default)]
+    pub engine: EngineVersions,
     #[serde(skip)]
     pub rootfs: PathBuf,
+}
+
+/// What `ops/image/build-base` read off the image's binaries; absent in images built before it
+/// did, and for tools the image lacks (bookworm has no Compose v2 and no buildx).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EngineVersions {
+    pub docker: Option<String>,
+    pub containerd: Option<String>,
+    pub runc: Option<String>,
+    pub compose: Option<String>,
+    pub buildx: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +98,15 @@ pub(crate) fn find(images_dir: &Path, name: &str) -> Result<Image, ImageError> {
     Ok(image)
 }
 
+/// The images in `images_dir` that nodes can use, sorted by name; broken ones are left out
+/// (`sandpit doctor` names them).
+pub(crate) fn usable(images_dir: &Path) -> Vec<Image> {
+    list(images_dir)
+        .iter()
+        .filter_map(|name| find(images_dir, name).ok())
+        .collect()
+}
+
 /// Names of the images present in `images_dir`, sorted.
 pub(crate) fn list(images_dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(images_dir)
@@ -119,9 +147,14 @@ mod tests {
         .unwrap();
         let img = find(dir, "good").unwrap();
         assert_eq!(img.recipe, "abc");
+        assert_eq!(img.engine, EngineVersions::default());
         match find(dir, "missing") {
             Err(ImageError::Unknown { available, .. }) => assert_eq!(available, vec!["good"]),
             other => panic!("{other:?}"),
         }
+        std::fs::create_dir_all(dir.join("broken")).unwrap();
+        std::fs::write(dir.join("broken/manifest.json"), "{").unwrap();
+        let names: Vec<_> = usable(dir).into_iter().map(|i| i.name).collect();
+        assert_eq!(names, ["good"]);
     }
 }

@@ -37,7 +37,7 @@ pub use config::{
 };
 pub use engine::{Engine, EngineError, EngineEvents};
 pub use exec::{run_exec_helper, ExecOptions};
-pub use image::{Image, ImageError};
+pub use image::{EngineVersions, Image, ImageError};
 pub use init::{run_node_init, InitError};
 pub use network::{HostNet, NetworkError, PoolFull, Subnet, SubnetError};
 pub use pty::{NodePty, PtyError};

@@ -12,7 +12,7 @@ use futures_util::future::BoxFuture;
 use terminals::{PtyProcess, WinSize};
 
 use crate::node_runtime::{Command, NodeFacts, NodeRuntime, NodeSample, PortsReport, RuntimeError};
-use crate::wire::{ExecResult, NodeStatus};
+use crate::wire::{ExecResult, ImageView, NodeStatus};
 
 #[derive(Default)]
 pub struct FakeRuntime {
@@ -41,7 +41,7 @@ impl FakeRuntime {
     pub fn adopt(&self, network: &str, name: &str) {
         self.with(|s| {
             s.networks.insert(network.into());
-            let f = s.facts(network, name, "bookworm");
+            let f = s.facts(network, name, "trixie");
             s.nodes.insert((network.into(), name.into()), f);
         });
     }
@@ -63,7 +63,20 @@ impl FakeState {
 #[async_trait]
 impl NodeRuntime for FakeRuntime {
     fn default_image(&self) -> String {
-        "bookworm".into()
+        "trixie".into()
+    }
+
+    fn images(&self) -> Vec<ImageView> {
+        ["bookworm", "trixie"]
+            .map(|name| ImageView {
+                name: name.into(),
+                debian: name.into(),
+                debian_version: None,
+                docker: None,
+                compose: None,
+                buildx: None,
+            })
+            .into()
     }
 
     async fn create_network(&self, name: &str) -> Result<(), RuntimeError> {

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use terminals::{PtyProcess, Spawner, WinSize};
 
-use crate::wire::{ExecResult, NodeStatus};
+use crate::wire::{ExecResult, ImageView, NodeStatus};
 
 /// What the runtime knows of a node.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,6 +83,8 @@ pub enum RuntimeError {
 pub trait NodeRuntime: Send + Sync + 'static {
     /// The image of nodes that name none.
     fn default_image(&self) -> String;
+    /// The images nodes can be made from, sorted by name.
+    fn images(&self) -> Vec<ImageView>;
 
     async fn create_network(&self, name: &str) -> Result<(), RuntimeError>;
     /// Destroys a network and every node on it; [`RuntimeError::Busy`] while a node is being

@@ -15,7 +15,7 @@ use terminals::{PtyProcess, WinSize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::node_runtime::{Command, NodeFacts, NodeRuntime, NodeSample, PortsReport, RuntimeError};
-use crate::wire::ExecResult;
+use crate::wire::{ExecResult, ImageView};
 
 /// Most bytes kept of each of stdout and stderr.
 pub const MAX_OUTPUT: usize = 1 << 20;
@@ -76,6 +76,21 @@ fn gone_is_done(r: Result<(), sandbox::Error>) -> Result<(), RuntimeError> {
 impl NodeRuntime for SandboxRuntime {
     fn default_image(&self) -> String {
         self.runtime.config().default_image.clone()
+    }
+
+    fn images(&self) -> Vec<ImageView> {
+        self.runtime
+            .images()
+            .into_iter()
+            .map(|i| ImageView {
+                name: i.name,
+                debian: i.debian,
+                debian_version: i.debian_version,
+                docker: i.engine.docker,
+                compose: i.engine.compose,
+                buildx: i.engine.buildx,
+            })
+            .collect()
     }
 
     async fn create_network(&self, name: &str) -> Result<(), RuntimeError> {

@@ -129,6 +129,26 @@ pub struct SessionView {
     pub nodes: Vec<NodeView>,
 }
 
+/// A base image that nodes can be made from, with what it ships.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ImageView {
+    pub name: String,
+    /// The Debian release it is built from: `trixie`, and its point release `13.8`.
+    pub debian: String,
+    pub debian_version: Option<String>,
+    /// Versions of the Docker engine, Compose v2 and buildx; None where the image lacks one.
+    pub docker: Option<String>,
+    pub compose: Option<String>,
+    pub buildx: Option<String>,
+}
+
+/// `GET /api/images`: what `POST .../nodes {"image"}` accepts, and what nodes get by default.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ImageList {
+    pub default: String,
+    pub images: Vec<ImageView>,
+}
+
 /// What a session's events socket carries; the first message is always a snapshot.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -258,7 +278,7 @@ mod golden {
             hostname: "node1".into(),
             ip: Some(Ipv4Addr::new(10, 201, 0, 2)),
             status: NodeStatus::Running,
-            image: "bookworm".into(),
+            image: "trixie".into(),
             role: Some(Role::Manager),
             ports: vec![port()],
             stats: Some(stats()),
@@ -272,7 +292,7 @@ mod golden {
             hostname: "node2".into(),
             ip: None,
             status: NodeStatus::Creating,
-            image: "bookworm".into(),
+            image: "trixie".into(),
             role: None,
             ports: vec![],
             stats: None,
@@ -351,6 +371,30 @@ mod golden {
                 vec![to(running()), to(creating()), to(failed), to(worker)],
             ),
             ("Port", vec![to(port())]),
+            (
+                "ImageList",
+                vec![to(ImageList {
+                    default: "trixie".into(),
+                    images: vec![
+                        ImageView {
+                            name: "bookworm".into(),
+                            debian: "bookworm".into(),
+                            debian_version: None,
+                            docker: None,
+                            compose: None,
+                            buildx: None,
+                        },
+                        ImageView {
+                            name: "trixie".into(),
+                            debian: "trixie".into(),
+                            debian_version: Some("13.8".into()),
+                            docker: Some("26.1.5".into()),
+                            compose: Some("2.26.1".into()),
+                            buildx: Some("0.13.1".into()),
+                        },
+                    ],
+                })],
+            ),
             ("Stats", vec![to(stats())]),
             ("SessionEvent", events.iter().map(to).collect()),
             ("ExecResult", vec![to(exec), to(timed_out)]),

@@ -93,7 +93,7 @@ async fn every_route_answers_and_refuses_with_json() {
     assert_eq!(n["name"], "node1", "{n}");
     assert_eq!(n["hostname"], "node1");
     assert_eq!(n["status"], "running");
-    assert_eq!(n["image"], "bookworm");
+    assert_eq!(n["image"], "trixie");
     assert_eq!(n["role"], Value::Null);
     assert_eq!(n["ports"], json!([]));
     assert_eq!(n["terminal"], format!("{base}/nodes/node1/terminal"));

@@ -249,7 +249,7 @@ mod tests {
         let input = Input {
             state_dir: "/var/lib/sandpit/state".into(),
             images_dir: "/var/lib/sandpit/images".into(),
-            default_image: "bookworm".into(),
+            default_image: "trixie".into(),
             cgroup_root: "/sys/fs/cgroup".into(),
             registry: Some(RegistryConfig {
                 exe: "/usr/bin/docker-registry".into(),

@@ -21,7 +21,8 @@
 //!                                                                         /etc files; pivot_root
 //!           <--------------------------------------------------------- "ready" | "error <why>"
 //! poll the engine's socket                                                start and supervise
-//!                                                                         dockerd, reap zombies
+//!                                                                         containerd + dockerd,
+//!                                                                         reap zombies
 //! ```
 //! (* user-namespace isolation only.) Ordering constraints: the launcher joins the node's
 //! cgroups before it creates its cgroup namespace, so that namespace's root is the node's
@@ -33,9 +34,11 @@
 //!
 //! Files: `config.rs` (what both sides agree on), `launch.rs` (the host side), `launcher.rs`
 //! (`sandpit __node-init`), `mounts.rs` (the node's file system, made by its PID 1), `pid1.rs`
-//! (PID 1 supervising dockerd).
+//! (PID 1 supervising the engine), `daemons.rs` (containerd and dockerd, and why we start
+//! containerd ourselves).
 
 mod config;
+mod daemons;
 mod launch;
 mod launcher;
 mod mounts;

@@ -12,6 +12,7 @@ use crate::config::Isolation;
 use crate::rootfs::{NodeDir, DEVICES};
 
 use super::config::{InitConfig, EXTRA_CA_DIR};
+use super::daemons::{CONTAINERD_CONFIG, CONTAINERD_TOML};
 
 fn mnt(
     src: Option<&str>,
@@ -208,7 +209,8 @@ pub(super) fn setup_node(
     ] {
         symlink(target, &dev.join(link))?;
     }
-    // 7. /run on tmpfs (dockerd's socket lives there) and the /etc files the host maintains.
+    // 7. /run on tmpfs (the engine's sockets live there), containerd's configuration, and the
+    //    /etc files the host maintains.
     mnt(
         Some("tmpfs"),
         &root.join("run"),
@@ -231,6 +233,10 @@ pub(super) fn setup_node(
         bind(&src, &target, false)?;
     }
     ensure_dir(&root.join("var/log"))?;
+    let containerd_toml = root.join(CONTAINERD_CONFIG.trim_start_matches('/'));
+    ensure_dir(containerd_toml.parent().expect("a file in a directory"))?;
+    std::fs::write(&containerd_toml, CONTAINERD_TOML)
+        .map_err(|e| format!("write {}: {e}", containerd_toml.display()))?;
     if let Some(pem) = &cfg.extra_ca {
         let dir = root.join(EXTRA_CA_DIR.trim_start_matches('/'));
         std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;

@@ -35,7 +35,7 @@ use serde::Serialize;
 use crate::cgroups::{CgroupError, CgroupStats, NodeCgroup};
 use crate::config::{Isolation, NodeLimits, OrphanPolicy, RuntimeConfig};
 use crate::engine::EngineError;
-use crate::image::ImageError;
+use crate::image::{self, Image, ImageError};
 use crate::init::InitError;
 use crate::network::{dns, firewall, host, link, NetworkError, PoolFull, Subnet};
 use crate::process::Reaper;
@@ -321,6 +321,11 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.cfg
+    }
+
+    /// The base images nodes can be made from, sorted by name.
+    pub fn images(&self) -> Vec<Image> {
+        image::usable(&self.cfg.images_dir)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

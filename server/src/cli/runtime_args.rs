@@ -22,7 +22,7 @@ pub struct RuntimeArgs {
     )]
     pub(super) images_dir: PathBuf,
     /// Image for nodes that do not name one.
-    #[arg(long, env = "SANDPIT_DEFAULT_IMAGE", default_value = "bookworm")]
+    #[arg(long, env = "SANDPIT_DEFAULT_IMAGE", default_value = "trixie")]
     pub(super) default_image: String,
     /// Name put on every host object (bridges, veths, cgroups, firewall chains): 1-8 of a-z0-9.
     #[arg(long, env = "SANDPIT_PREFIX", default_value = "sandpit")]

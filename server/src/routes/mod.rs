@@ -6,6 +6,7 @@
 mod admin;
 mod events;
 mod extract;
+mod images;
 mod nodes;
 mod proxy;
 mod sessions;
@@ -29,6 +30,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(admin::healthz))
         .route("/metrics", get(admin::metrics))
+        .route("/api/images", get(images::list))
         .route("/api/sessions", post(sessions::create))
         .route(
             "/api/sessions/{sid}",

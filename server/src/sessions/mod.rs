@@ -41,7 +41,7 @@ use crate::metrics::Metrics;
 use crate::node_runtime::NodeRuntime;
 use crate::store::{SessionRow, Store};
 use crate::wire::{
-    EndReason, Event, Health, NodeStatus, NodeView, PortView, SessionView, Template,
+    EndReason, Event, Health, ImageList, NodeStatus, NodeView, PortView, SessionView, Template,
 };
 use state::{live, NodeMeta, NodeState, Session, SessionState, Table};
 
@@ -102,6 +102,14 @@ impl Sessions {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The images a new node may name, and the one it gets by default.
+    pub fn images(&self) -> ImageList {
+        ImageList {
+            default: self.runtime.default_image(),
+            images: self.runtime.images(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Table> {

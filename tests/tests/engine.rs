@@ -49,8 +49,14 @@ async fn the_default_image_has_compose_and_buildx_and_bookworm_remains() {
         .await;
     let lines: Vec<&str> = out(&v).lines().collect();
     assert_eq!(lines.len(), 3, "{v}");
-    assert!(lines[0].starts_with(trixie["docker"].as_str().unwrap()), "{v}");
-    assert!(lines[1].starts_with(trixie["compose"].as_str().unwrap()), "{v}");
+    assert!(
+        lines[0].starts_with(trixie["docker"].as_str().unwrap()),
+        "{v}"
+    );
+    assert!(
+        lines[1].starts_with(trixie["compose"].as_str().unwrap()),
+        "{v}"
+    );
     assert!(lines[2].contains("buildx"), "{v}");
     // The welcome message says so.
     let motd = srv.sh(&sid, "node1", "cat /etc/motd").await;
@@ -169,7 +175,11 @@ async fn a_3m2w_swarm_deploys_a_stack_with_dnsrr_and_host_ports() {
     let s = srv.session(json!({"template": "3m2w"})).await;
     let sid = s["id"].as_str().unwrap();
     assert!(
-        s["nodes"].as_array().unwrap().iter().all(|n| n["image"] == "trixie"),
+        s["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["image"] == "trixie"),
         "{s}"
     );
     // Without IPVS (these hosts) services need DNS round robin and host-mode ports.
@@ -201,7 +211,11 @@ done
 echo "$r"
 "#;
     let deployed = srv.sh(sid, "node1", stack).await;
-    assert_eq!(out(&deployed), "demo_probe 1/1 demo_web 2/2 \n", "{deployed}");
+    assert_eq!(
+        out(&deployed),
+        "demo_probe 1/1 demo_web 2/2 \n",
+        "{deployed}"
+    );
 
     // Each replica answers on its node's published port.
     let pages = srv

@@ -1,5 +1,6 @@
 //! A node's engine works: `docker info`, `docker run` of a locally imported image, `docker
-//! build`, `--privileged`, and a published port reachable by the node's hostname.
+//! build`, `--privileged`, a published port reachable by the node's hostname, and the engine's
+//! daemons restarted by the node's init when they die.
 
 use sandpit_tests::{stderr, stdout, TestRuntime, IMPORT_BUSYBOX};
 
@@ -46,6 +47,32 @@ async fn engine_runs_and_builds_containers() {
         )
         .await;
     assert_eq!(page.trim(), "served");
+    t.finish().await;
+}
+
+/// The node's init keeps the engine running: containerd and dockerd each come back after a
+/// SIGKILL (dockerd finding the new containerd by itself), and containers run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_comes_back_after_its_daemons_are_killed() {
+    let t = TestRuntime::new().await;
+    let nodes = t.session("revive", 1).await;
+    let n = &nodes[0];
+    t.ok(n, IMPORT_BUSYBOX).await;
+    // Kill one daemon, wait for a new one, then for the engine to run a container again.
+    let revive = |daemon: &str| {
+        format!(
+            "old=$(pidof {daemon}) && kill -9 $old && \
+             for i in $(seq 300); do new=$(pidof {daemon}) && [ \"$new\" != \"$old\" ] && break; sleep 0.1; done && \
+             for i in $(seq 300); do docker run --rm busybox:local echo back 2>/dev/null && exit 0; sleep 0.1; done; exit 1"
+        )
+    };
+    for daemon in ["containerd", "dockerd"] {
+        let out = t.ok(n, &revive(daemon)).await;
+        assert_eq!(out.trim(), "back", "after killing {daemon}");
+    }
+    let log = t.ok(n, "cat /var/log/sandpit-init.log").await;
+    assert!(log.contains("containerd exited"), "{log}");
+    assert!(log.contains("dockerd exited"), "{log}");
     t.finish().await;
 }
 

@@ -8,6 +8,7 @@ import type {
   ExecRequest,
   ExecResult,
   ExtendRequest,
+  ImageList,
   Node,
   Session,
   TemplateId,
@@ -101,6 +102,7 @@ const sessionPath = (sid: string) => `/api/sessions/${enc(sid)}`;
 const nodePath = (sid: string, node: string) => `${sessionPath(sid)}/nodes/${enc(node)}`;
 
 export const api = {
+  images: () => request<ImageList>("GET", "/api/images"),
   createSession: (req: CreateSessionRequest = {}) => request<Session>("POST", "/api/sessions", req),
   getSession: (sid: string) => request<Session>("GET", sessionPath(sid)),
   deleteSession: (sid: string) => request<void>("DELETE", sessionPath(sid)),

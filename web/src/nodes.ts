@@ -72,13 +72,14 @@ export function statsLine(n: SandpitNode): HTMLElement {
   );
 }
 
-/** The toolbar's title: hostname, and the address once the node has one. */
+/** The toolbar's title: hostname, the address once the node has one, and the base image. */
 export function nodeTitle(n: SandpitNode): HTMLElement {
   return h(
     "span",
     { class: "node-title" },
     h("strong", {}, n.hostname),
     n.ip !== null ? h("span", { class: "muted" }, n.ip) : null,
+    h("span", { class: "muted", "data-test": "node-image-name", title: "base image" }, n.image),
   );
 }
 

@@ -7,6 +7,7 @@
 import { ApiError, api, eventsPath, wsUrl } from "./api";
 import { h, replace } from "./dom";
 import { Countdown, type EndedBecause, endedScreen } from "./expiry";
+import { ImagePicker } from "./images";
 import { linkText, nodeCard, nodeTitle, notRunning, portLinks, statsLine } from "./nodes";
 import { Confirm, Notices, errorText } from "./notices";
 import { BACKOFF_FIRST_MS, BACKOFF_MAX_MS } from "./protocol";
@@ -49,6 +50,7 @@ export class SessionPage {
     { type: "button", class: "primary", "data-test": "add-node" },
     "+ Add node",
   );
+  private readonly imagePicker = new ImagePicker();
   private readonly progress = h("p", { class: "progress", "aria-live": "polite" });
   private readonly toolbar = h("div", { class: "toolbar" });
   private readonly termHost = h("div", { class: "term-host" });
@@ -80,6 +82,7 @@ export class SessionPage {
     } else {
       void this.refresh(true);
     }
+    void this.imagePicker.load();
     this.clockTimer = window.setInterval(() => this.tick(), 1000);
     window.addEventListener("online", this.onWake);
     document.addEventListener("visibilitychange", this.onWake);
@@ -146,6 +149,7 @@ export class SessionPage {
             "aside",
             { class: "sidebar" },
             h("div", { class: "sidebar-head" }, h("h2", {}, "Nodes"), this.addButton),
+            this.imagePicker.el,
             this.list,
             this.progress,
           ),
@@ -507,7 +511,7 @@ export class SessionPage {
     this.adding = true;
     this.updateAddButton();
     try {
-      const n = await api.addNode(this.sid);
+      const n = await api.addNode(this.sid, this.imagePicker.value());
       this.upsertNode(n);
       this.select(n.name);
     } catch (e) {

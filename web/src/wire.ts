@@ -75,6 +75,23 @@ export type SessionEvent =
   | { type: "expiring"; expires_at: string; secs_left: number }
   | { type: "ended"; reason: EndReason };
 
+/** A base image nodes can be made from (`ImageView`); a null version: the image lacks it. */
+export interface Image {
+  name: string;
+  /** Debian release (`trixie`) and point release (`13.8`). */
+  debian: string;
+  debian_version: string | null;
+  docker: string | null;
+  compose: string | null;
+  buildx: string | null;
+}
+
+/** The answer of `GET /api/images`. */
+export interface ImageList {
+  default: string;
+  images: Image[];
+}
+
 /** The answer of `POST .../exec`. */
 export interface ExecResult {
   /** 128+N when signal N ended the command; null when it timed out. */

@@ -223,9 +223,16 @@ async function basics(browser) {
   check(/nginx/i.test(body), `the port link shows nginx's page; it shows:\n${body.slice(0, 500)}`);
   await tab.close();
 
-  // A second node; the screenshot shows both.
+  // The default image has Compose v2; a second node of the older image, picked beside "Add
+  // node", has Debian 12's engine. The screenshot shows both.
+  await typeIn(page, "node1", "docker compose version");
+  await waitTerm(page, "node1", /^Docker Compose version v?2\./m);
+  await page.locator('[data-test="node-image"]').selectOption("bookworm");
   await page.locator('[data-test="add-node"]').click();
   await waitTerm(page, "node2", prompt("node2"), 60_000);
+  check((await page.locator('[data-test="node-image-name"]').innerText()) === "bookworm", "node2 shows its image");
+  await typeIn(page, "node2", "docker version -f 'engine {{.Server.Version}}'");
+  await waitTerm(page, "node2", /^engine 20\.10\./m);
   await page.locator('[data-node="node1"]').click();
   await page.waitForTimeout(300); // let the fit settle
   await screenshot(page, "session-two-nodes.png");

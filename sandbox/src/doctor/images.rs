@@ -50,12 +50,40 @@ pub(super) fn check_base_image(images_dir: &Path, name: &str) -> Check {
         Err(e) => Check::fail(BASE_IMAGE, e, fix),
         Ok(m) => {
             let field = |k: &str| m.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
+            let version = |k: &str| {
+                m.get("engine")
+                    .and_then(|e| e.get(k))
+                    .and_then(|v| v.as_str())
+            };
             let mut recipe = field("recipe");
             recipe.truncate(12);
+            // What a node of it has, as the build read it off the image's binaries.
+            let engine = match version("docker") {
+                None => format!("{dockerd} present (no versions recorded: an older build)"),
+                Some(docker) => {
+                    let mut e =
+                        format!("Debian {}, Docker Engine {docker}", field("debian_version"));
+                    for (tool, label) in [("compose", "Compose"), ("buildx", "buildx")] {
+                        match version(tool) {
+                            Some(v) => e += &format!(", {label} {v}"),
+                            None => e += &format!(", no {label}"),
+                        }
+                    }
+                    e
+                }
+            };
+            let others: Vec<String> = crate::image::list(images_dir)
+                .into_iter()
+                .filter(|n| n != name)
+                .collect();
+            let others = match others.is_empty() {
+                true => String::new(),
+                false => format!("; other images: {}", others.join(", ")),
+            };
             Check::ok(
                 BASE_IMAGE,
                 format!(
-                    "{name}: recipe {recipe}, built {}, {dockerd} present",
+                    "{name}: {engine}; recipe {recipe}, built {}{others}",
                     field("built_at")
                 ),
             )
@@ -248,7 +276,24 @@ mod tests {
         assert_eq!(c.status, Status::Ok, "{}", c.detail);
         assert_eq!(
             c.detail,
-            "bookworm: recipe 5cddf54874e9, built 2026-11-24T02:47:00Z, usr/bin/dockerd present"
+            "bookworm: usr/bin/dockerd present (no versions recorded: an older build); \
+             recipe 5cddf54874e9, built 2026-11-24T02:47:00Z"
+        );
+        // What today's build records, and the other images beside it.
+        fs::write(
+            t.0.join("bookworm/manifest.json"),
+            r#"{"name":"bookworm","recipe":"5cddf54874e9ea3e6cd6","built_at":"2026-11-24T02:47:00Z",
+                "debian":"bookworm","debian_version":"12.15","engine":{"docker":"20.10.24",
+                "containerd":"1.6.20","runc":"1.1.5","compose":null,"buildx":null}}"#,
+        )
+        .unwrap();
+        fs::create_dir_all(t.0.join("trixie")).unwrap();
+        fs::write(t.0.join("trixie/manifest.json"), "{}").unwrap();
+        let c = check_base_image(&t.0, "bookworm");
+        assert_eq!(
+            c.detail,
+            "bookworm: Debian 12.15, Docker Engine 20.10.24, no Compose, no buildx; \
+             recipe 5cddf54874e9, built 2026-11-24T02:47:00Z; other images: trixie"
         );
     }
 }

@@ -53,7 +53,10 @@ impl Daemon {
     pub fn containerd() -> Daemon {
         Daemon::new(
             "containerd",
-            vec!["/usr/bin/containerd".into(), format!("--config={CONTAINERD_CONFIG}")],
+            vec![
+                "/usr/bin/containerd".into(),
+                format!("--config={CONTAINERD_CONFIG}"),
+            ],
             Vec::new(),
             "/var/log/containerd.log",
         )

@@ -72,12 +72,22 @@ const session: Fields<wire.Session> = {
   nodes: { items: { fields: node } },
 };
 
+const image: Fields<wire.Image> = {
+  name: "value",
+  debian: "value",
+  debian_version: "value",
+  docker: "value",
+  compose: "value",
+  buildx: "value",
+};
+
 /** The golden file's keys: the names of the types in wire.ts. */
 interface ApiTypes {
   Session: wire.Session;
   Node: wire.Node;
   Port: wire.Port;
   Stats: wire.Stats;
+  ImageList: wire.ImageList;
   SessionEvent: wire.SessionEvent;
   ExecResult: wire.ExecResult;
   Uploaded: wire.Uploaded;
@@ -93,6 +103,7 @@ const apiShapes: { [K in keyof ApiTypes]: TopShape<ApiTypes[K]> } = {
   Node: { fields: node },
   Port: { fields: port },
   Stats: { fields: stats },
+  ImageList: { fields: { default: "value", images: { items: { fields: image } } } },
   SessionEvent: {
     variants: {
       snapshot: { type: "value", session: { fields: session } },

@@ -7,9 +7,13 @@
 //! includes whatever else the machine is doing: the `run` line at the end records the load
 //! average before and after.
 //!
-//! The benchmarks, in order:
-//! 1. `create_ready`: N nodes created one after another, each destroyed right after its
-//!    measurement, so every create starts from scratch (no warm-up is left out).
+//! It compares base images in one run (`--images`, default `trixie,bookworm`): every line of a
+//! node benchmark names its image. The benchmarks, in order:
+//! 1. `create_ready`: N nodes of each image created one after another, the images taking turns
+//!    (a, b, a, b, ...) so that load drift weighs on each the same; each node is destroyed right
+//!    after its measurement, so every create starts from scratch (no warm-up is left out).
+//!
+//! Then, for one image after the other:
 //! 2. `concurrent_M`: M nodes created at once on one network, each in its own task.
 //! 3. `idle_memory`: the memory cgroup usage of those M nodes after they idled.
 //! 4. `pull_nginx_M`: those M nodes pull `nginx` from the registry mirror at the same moment;
@@ -20,7 +24,7 @@
 //! with SIGKILL is cleaned up by the next one (it opens the runtime with orphans destroyed).
 //!
 //! This file sets the run up and cleans up; `benchmarks` runs them, `figures` and `stats` sum
-//! samples up, `phases` reads dockerd's log, `host` reads the host, `report` writes the lines.
+//! samples up, `phases` reads the engine's logs, `host` reads the host, `report` writes the lines.
 
 #![forbid(unsafe_code)]
 
@@ -77,13 +81,14 @@ struct Args {
         default_value = "/var/lib/sandpit/images"
     )]
     images_dir: PathBuf,
-    /// Image of the nodes.
-    #[arg(long, env = "SANDPIT_DEFAULT_IMAGE", default_value = "bookworm")]
-    image: String,
-    /// Nodes created one after another (create_ready, destroy).
+    /// Images to compare, comma-separated or the option repeated: create_ready takes turns
+    /// between them, the other benchmarks run once per image.
+    #[arg(long, value_delimiter = ',', default_value = "trixie,bookworm")]
+    images: Vec<String>,
+    /// Nodes of each image created one after another (create_ready, destroy).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     sequential: u32,
-    /// Nodes created at once on one network (concurrent_<n>, idle_memory).
+    /// Nodes created at once on one network, per image (concurrent_<n>, idle_memory).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=200))]
     concurrent: u32,
     /// Seconds the concurrent nodes idle before their memory is read.
@@ -105,6 +110,9 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     ensure_root()?;
+    if let Some(twice) = repeated(&args.images) {
+        bail!("--images names {twice:?} twice");
+    }
     let helper = helper_exe(args.sandpit.as_deref())?;
     let cfg = runtime_config(&args, helper)?;
     let bench_dir = cfg
@@ -123,7 +131,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .unwrap_or_default()
         .as_secs();
     eprintln!(
-        "sandpit-bench: prefix {}, state {}, pool {}, load {load_before}",
+        "sandpit-bench: images {}, prefix {}, state {}, pool {}, load {load_before}",
+        args.images.join(", "),
         cfg.prefix,
         cfg.state_dir.display(),
         cfg.subnet_pool
@@ -153,7 +162,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         sequential: args.sequential as usize,
         concurrent: args.concurrent as usize,
         idle_secs: args.idle_secs,
-        image: args.image.clone(),
+        images: args.images.clone(),
     };
     let task = tokio::spawn(benchmarks(rt.clone(), plan, report.clone(), stop.clone()));
     let result = match task.await {
@@ -211,6 +220,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
+/// The first name given again, if any.
+fn repeated(names: &[String]) -> Option<&str> {
+    names
+        .iter()
+        .enumerate()
+        .find_map(|(i, name)| names[..i].contains(name).then_some(name.as_str()))
+}
+
 /// The bench's own runtime configuration, with the production default limits.
 fn runtime_config(args: &Args, helper_exe: PathBuf) -> anyhow::Result<RuntimeConfig> {
     let mut c = RuntimeConfig::new(helper_exe);
@@ -219,7 +236,8 @@ fn runtime_config(args: &Args, helper_exe: PathBuf) -> anyhow::Result<RuntimeCon
     // `<dir>/runtime`, as `sandpit --state-dir <dir>` lays it out.
     c.state_dir = Path::new(BENCH_ROOT).join(&args.prefix).join("runtime");
     c.images_dir = args.images_dir.clone();
-    c.default_image = args.image.clone();
+    // Every node names its image; the first one stands in for nodes that do not.
+    c.default_image = args.images[0].clone();
     c.subnet_pool = args.subnet_pool;
     // Whatever a killed earlier run left is destroyed, not adopted.
     c.orphans = OrphanPolicy::Destroy;
@@ -248,4 +266,23 @@ fn helper_exe(given: Option<&Path>) -> anyhow::Result<PathBuf> {
         );
     }
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_are_a_list() {
+        let images = |argv: &[&str]| Args::parse_from(argv).images;
+        assert_eq!(images(&["b"]), ["trixie", "bookworm"]);
+        assert_eq!(images(&["b", "--images", "bookworm"]), ["bookworm"]);
+        assert_eq!(
+            images(&["b", "--images", "a,b", "--images", "c"]),
+            ["a", "b", "c"]
+        );
+        let names = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(repeated(&names(&["a", "b", "a"])), Some("a"));
+        assert_eq!(repeated(&names(&["a", "b"])), None);
+    }
 }

@@ -1,58 +1,121 @@
-//! Where one node create's time goes, read from the timestamps in the node's dockerd log.
+//! Where one node create's time goes, read from the timestamps in the node's engine logs.
+//!
+//! The node's PID 1 starts containerd, waits until its socket answers, then starts dockerd
+//! pointed at it (`sandbox/src/init/daemons.rs`). Both are Go daemons that log through logrus
+//! with a `time="…"` field, each into its own file on the node's disk, and the node shares the
+//! host's clock, so their timestamps split the wall-clock time around one `create_node` call.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sandbox::RuntimeConfig;
 
 use crate::figures::ms;
 
-/// A node's dockerd log as the host sees it. This is the runtime's private layout; if it
-/// changes, the phase figures are simply left out.
-pub(crate) fn dockerd_log(cfg: &RuntimeConfig, network: &str, hostname: &str) -> PathBuf {
-    cfg.state_dir
-        .join("nodes")
-        .join(format!("{network}-{hostname}"))
-        .join("disk/upper/var/log/dockerd.log")
+/// containerd's line once all its plugins are loaded and it serves its socket
+/// ("containerd successfully booted in 0.045s").
+const CONTAINERD_BOOTED: &str = "containerd successfully booted";
+/// dockerd's line once its API serves requests ("API listen on /var/run/docker.sock").
+const DOCKERD_LISTENING: &str = "API listen on";
+
+/// The engine logs of one node as the host sees them: the node's upper layer. This is the
+/// runtime's private layout; if it changes, the phase figures are simply left out.
+pub(crate) struct EngineLogs {
+    pub(crate) containerd: PathBuf,
+    pub(crate) dockerd: PathBuf,
 }
 
-/// Where one create's time went, from the wall clock around the call and the timestamps dockerd
-/// wrote (the node shares the host's clock).
+impl EngineLogs {
+    pub(crate) fn of(cfg: &RuntimeConfig, network: &str, hostname: &str) -> EngineLogs {
+        let logs = cfg
+            .state_dir
+            .join("nodes")
+            .join(format!("{network}-{hostname}"))
+            .join("disk/upper/var/log");
+        EngineLogs {
+            containerd: logs.join("containerd.log"),
+            dockerd: logs.join("dockerd.log"),
+        }
+    }
+}
+
+/// Where one create's time went, from the wall clock around the call and the timestamps the
+/// engine wrote. The five spans follow each other: their sum is the create's time.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Phases {
-    /// From the call to dockerd's first log line: host preparation, namespaces, mounts, init.
+    /// From the call to dockerd's first log line: everything below, up to `dockerd_ms`. Kept
+    /// whole because runs before containerd had its own log reported only this.
     pub(crate) before_dockerd_ms: f64,
     /// From dockerd's first log line to "API listen on": the engine's own start.
     pub(crate) dockerd_ms: f64,
     /// From "API listen on" to the call returning: the runtime's ping loop and bookkeeping.
     pub(crate) after_listen_ms: f64,
+    /// `before_dockerd_ms` split at containerd's log; None without a containerd log (a node
+    /// whose dockerd started containerd itself).
+    pub(crate) containerd: Option<ContainerdPhases>,
+}
+
+/// The part of a create before dockerd's first line, split by containerd's log.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct ContainerdPhases {
+    /// From the call to containerd's first log line: host preparation, namespaces, mounts,
+    /// init.
+    pub(crate) before_containerd_ms: f64,
+    /// From containerd's first log line to "containerd successfully booted".
+    pub(crate) containerd_ms: f64,
+    /// From containerd's boot to dockerd's first log line: the init noticing the socket
+    /// answers, then dockerd's exec and its own start up to its first line.
+    pub(crate) handover_ms: f64,
 }
 
 impl Phases {
-    pub(crate) fn from_dockerd_log(
-        path: &Path,
+    /// Reads the logs; None if dockerd's cannot be read or lacks a timestamp or its listen line.
+    pub(crate) fn from_logs(
+        logs: &EngineLogs,
         call: SystemTime,
         returned: SystemTime,
     ) -> Option<Phases> {
-        let log = std::fs::read_to_string(path).ok()?;
-        Self::from_log_text(&log, call, returned)
+        let dockerd = std::fs::read_to_string(&logs.dockerd).ok()?;
+        let containerd = std::fs::read_to_string(&logs.containerd).ok();
+        Self::from_log_texts(containerd.as_deref(), &dockerd, call, returned)
     }
 
-    fn from_log_text(log: &str, call: SystemTime, returned: SystemTime) -> Option<Phases> {
-        let first = log.lines().find_map(log_time)?;
-        let listen = log
-            .lines()
-            .filter(|l| l.contains("API listen on"))
-            .find_map(log_time)?;
-        let span = |a: SystemTime, b: SystemTime| {
-            b.duration_since(a).map_or_else(|e| -ms(e.duration()), ms)
-        };
+    fn from_log_texts(
+        containerd: Option<&str>,
+        dockerd: &str,
+        call: SystemTime,
+        returned: SystemTime,
+    ) -> Option<Phases> {
+        let (dockerd_first, listen) = first_and_marker(dockerd, DOCKERD_LISTENING)?;
+        let containerd = containerd
+            .and_then(|log| first_and_marker(log, CONTAINERD_BOOTED))
+            .map(|(first, booted)| ContainerdPhases {
+                before_containerd_ms: span(call, first),
+                containerd_ms: span(first, booted),
+                handover_ms: span(booted, dockerd_first),
+            });
         Some(Phases {
-            before_dockerd_ms: span(call, first),
-            dockerd_ms: span(first, listen),
+            before_dockerd_ms: span(call, dockerd_first),
+            dockerd_ms: span(dockerd_first, listen),
             after_listen_ms: span(listen, returned),
+            containerd,
         })
     }
+}
+
+/// Milliseconds from `a` to `b`, negative if `b` is earlier.
+fn span(a: SystemTime, b: SystemTime) -> f64 {
+    b.duration_since(a).map_or_else(|e| -ms(e.duration()), ms)
+}
+
+/// The time of a log's first timestamped line and of the first line that contains `marker`.
+fn first_and_marker(log: &str, marker: &str) -> Option<(SystemTime, SystemTime)> {
+    let first = log.lines().find_map(log_time)?;
+    let at = log
+        .lines()
+        .filter(|l| l.contains(marker))
+        .find_map(log_time)?;
+    Some((first, at))
 }
 
 /// The `time="…"` field of a dockerd (logrus) line: RFC 3339 with an optional fraction and a
@@ -121,18 +184,92 @@ mod tests {
         assert!(parse_rfc3339("yesterday").is_none());
     }
 
+    const DOCKERD_LOG: &str = "\
+time=\"1970-01-01T00:00:10.100Z\" level=info msg=\"Starting up\"
+time=\"1970-01-01T00:00:10.250Z\" level=info msg=\"Loading containers: done.\"
+time=\"1970-01-01T00:00:10.300Z\" level=info msg=\"API listen on /run/docker.sock\"
+";
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-6
+    }
+
+    fn at_ms(ms: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(ms)
+    }
+
     #[test]
     fn phases_from_a_dockerd_log() {
-        let log = "time=\"1970-01-01T00:00:10.100Z\" level=info msg=\"Starting up\"\n\
-                   time=\"1970-01-01T00:00:10.250Z\" level=info msg=\"Loading containers: done.\"\n\
-                   time=\"1970-01-01T00:00:10.300Z\" level=info msg=\"API listen on /run/docker.sock\"\n";
-        let call = UNIX_EPOCH + Duration::from_millis(10_000);
-        let returned = UNIX_EPOCH + Duration::from_millis(10_320);
-        let p = Phases::from_log_text(log, call, returned).unwrap();
-        let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
+        let (call, returned) = (at_ms(10_000), at_ms(10_320));
+        let p = Phases::from_log_texts(None, DOCKERD_LOG, call, returned).unwrap();
         assert!(close(p.before_dockerd_ms, 100.0), "{p:?}");
         assert!(close(p.dockerd_ms, 200.0), "{p:?}");
         assert!(close(p.after_listen_ms, 20.0), "{p:?}");
-        assert!(Phases::from_log_text("no timestamps\n", call, returned).is_none());
+        assert_eq!(p.containerd, None);
+        assert!(Phases::from_log_texts(None, "no timestamps\n", call, returned).is_none());
+        let unfinished = DOCKERD_LOG.lines().take(2).collect::<Vec<_>>().join("\n");
+        assert!(Phases::from_log_texts(None, &unfinished, call, returned).is_none());
+    }
+
+    #[test]
+    fn containerd_splits_the_time_before_dockerd() {
+        // containerd logs with a local offset here, dockerd in UTC: both are the same clock.
+        let containerd = "\
+time=\"1970-01-01T01:00:10.030+01:00\" level=info msg=\"starting containerd\" revision=1 version=1.7.24
+time=\"1970-01-01T01:00:10.031+01:00\" level=warning msg=\"failed to load plugin\" error=\"no btrfs\"
+time=\"1970-01-01T01:00:10.070+01:00\" level=info msg=serving... address=/run/docker/containerd/containerd.sock
+time=\"1970-01-01T01:00:10.075+01:00\" level=info msg=\"containerd successfully booted in 0.045s\"
+";
+        let (call, returned) = (at_ms(10_000), at_ms(10_320));
+        let p = Phases::from_log_texts(Some(containerd), DOCKERD_LOG, call, returned).unwrap();
+        let c = p.containerd.unwrap();
+        assert!(close(c.before_containerd_ms, 30.0), "{c:?}");
+        assert!(close(c.containerd_ms, 45.0), "{c:?}");
+        assert!(close(c.handover_ms, 25.0), "{c:?}");
+        let split = c.before_containerd_ms + c.containerd_ms + c.handover_ms;
+        assert!(close(split, p.before_dockerd_ms), "{p:?}");
+        assert!(close(p.dockerd_ms, 200.0), "{p:?}");
+    }
+
+    #[test]
+    fn phases_from_a_trixie_node() {
+        // Excerpts of a real trixie node's logs (containerd 1.7, Docker 26.1); the call and
+        // its return are from the runtime's own log of that create.
+        let containerd = r#"time="2026-12-02T15:04:55.359711645Z" level=info msg="starting containerd" revision="1.7.24~ds1-6+deb13u1" version="1.7.24~ds1"
+time="2026-12-02T15:04:55.373400556Z" level=info msg="loading plugin \"io.containerd.event.v1.exchange\"..." type=io.containerd.event.v1
+time="2026-12-02T15:04:55.378795916Z" level=info msg=serving... address=/run/docker/containerd/containerd.sock
+time="2026-12-02T15:04:55.378817037Z" level=info msg="containerd successfully booted in 0.020208s"
+"#;
+        let dockerd = r#"time="2026-12-02T15:04:55.420168812Z" level=info msg="Starting up"
+time="2026-12-02T15:04:55.446447015Z" level=info msg="Loading containers: start."
+time="2026-12-02T15:04:55.570692977Z" level=info msg="Docker daemon" commit=411e817 containerd-snapshotter=false storage-driver=overlay2 version=26.1.5+dfsg1
+time="2026-12-02T15:04:55.588691499Z" level=info msg="API listen on /var/run/docker.sock"
+"#;
+        let (call, returned) = (at_ms(1_796_223_895_281), at_ms(1_796_223_895_590));
+        let p = Phases::from_log_texts(Some(containerd), dockerd, call, returned).unwrap();
+        let c = p.containerd.unwrap();
+        let near = |a: f64, b: f64| (a - b).abs() < 0.01;
+        assert!(near(c.before_containerd_ms, 78.712), "{c:?}");
+        assert!(near(c.containerd_ms, 19.105), "{c:?}");
+        assert!(near(c.handover_ms, 41.352), "{c:?}");
+        assert!(near(p.before_dockerd_ms, 139.169), "{p:?}");
+        assert!(near(p.dockerd_ms, 168.523), "{p:?}");
+        assert!(near(p.after_listen_ms, 1.309), "{p:?}");
+    }
+
+    #[test]
+    fn a_containerd_log_without_its_boot_line_is_left_out() {
+        // A containerd that has not finished booting, or no timestamps at all: the dockerd
+        // phases stay, the containerd split is left out.
+        let (call, returned) = (at_ms(10_000), at_ms(10_320));
+        for containerd in [
+            "time=\"1970-01-01T00:00:10.030Z\" level=info msg=\"starting containerd\"\n",
+            "containerd: flag provided but not defined\n",
+            "",
+        ] {
+            let p = Phases::from_log_texts(Some(containerd), DOCKERD_LOG, call, returned).unwrap();
+            assert_eq!(p.containerd, None, "{containerd:?}");
+            assert!(close(p.before_dockerd_ms, 100.0), "{p:?}");
+        }
     }
 }

@@ -169,8 +169,8 @@ async fn create_ready(
 fn describe_phases(p: &Phases) -> String {
     let before = match p.containerd {
         Some(c) => format!(
-            "before containerd {:.0}, containerd {:.0}, to dockerd {:.0}",
-            c.before_containerd_ms, c.containerd_ms, c.handover_ms
+            "before containerd {:.0}, containerd {:.0}, dockerd {:.0} later",
+            c.before_containerd_ms, c.containerd_ms, c.dockerd_lag_ms
         ),
         None => format!("before dockerd {:.0}", p.before_dockerd_ms),
     };
@@ -205,7 +205,10 @@ impl Sequential {
                         part(|c| c.before_containerd_ms),
                     )
                     .with("containerd_start_median_ms", part(|c| c.containerd_ms))
-                    .with("containerd_to_dockerd_median_ms", part(|c| c.handover_ms));
+                    .with(
+                        "containerd_to_dockerd_median_ms",
+                        part(|c| c.dockerd_lag_ms),
+                    );
             }
             line = line
                 .with("dockerd_start_median_ms", phase(|p| p.dockerd_ms))

@@ -1,11 +1,13 @@
-//! The node's engine as two daemons that PID 1 starts, restarts and stops: containerd, then
-//! dockerd pointed at it.
+//! The node's engine as two daemons that PID 1 starts, restarts and stops: containerd, and
+//! dockerd pointed at it (`--containerd`).
 //!
-//! dockerd can start containerd itself, but since Docker 23 it then dials containerd's socket
-//! before containerd has made it, and gRPC's reconnect backoff (1 s base) makes every node's
-//! engine wait about a second for a socket that was ready after 50 ms. Starting containerd
-//! first and handing dockerd its socket (`--containerd`) takes that second back; the files
-//! stay where dockerd would have put them (containerd's content on the node's Docker disk).
+//! dockerd can start containerd itself, but since Docker 23 its monitor then asks containerd
+//! whether it serves before the socket exists, and the failed attempt puts the connection into
+//! gRPC's reconnect backoff (1 s base): every node's engine waited about a second for a socket
+//! that was ready after 50 ms. Started by us, containerd is only dialed by dockerd's own client,
+//! which uses containerd's dialer: it waits for a missing socket in 10 ms steps. So both start
+//! at once and dockerd's slow process start overlaps containerd's boot. The files stay where
+//! dockerd would have put them (containerd's content on the node's Docker disk).
 
 use std::ffi::CString;
 use std::time::{Duration, Instant};
@@ -16,7 +18,7 @@ use nix::unistd::{execve, ForkResult, Pid};
 use super::config::{InitConfig, EXTRA_CA_DIR, NODE_ENV};
 
 /// containerd's API socket, where dockerd's own containerd would have it.
-pub(super) const CONTAINERD_SOCKET: &str = "/run/docker/containerd/containerd.sock";
+const CONTAINERD_SOCKET: &str = "/run/docker/containerd/containerd.sock";
 /// Written by the init on the node's /run tmpfs (see `mounts.rs`).
 pub(super) const CONTAINERD_CONFIG: &str = "/run/sandpit/containerd.toml";
 

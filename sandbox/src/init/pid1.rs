@@ -11,7 +11,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::config::InitConfig;
-use super::daemons::{Daemon, CONTAINERD_SOCKET};
+use super::daemons::Daemon;
 
 /// PID 1 of the node: starts the engine, restarts a daemon of it that dies, reaps every orphan,
 /// and on SIGTERM stops dockerd, then containerd (up to 10 s), before exiting, which ends the
@@ -56,8 +56,9 @@ pub(super) fn node_init(cfg: &InitConfig) -> ! {
     };
     let mut containerd = Daemon::containerd();
     let mut dockerd = Daemon::dockerd(cfg);
+    // Both at once: dockerd polls for containerd's socket every 10 ms until it appears (see
+    // `daemons.rs`), so its own start overlaps containerd's.
     containerd.start();
-    wait_for_socket(&mut containerd);
     dockerd.start();
     let mut stopping: Option<Instant> = None;
     loop {
@@ -123,23 +124,4 @@ pub(super) fn node_init(cfg: &InitConfig) -> ! {
 
 fn terminate(pid: Pid) {
     let _ = kill(pid, Signal::SIGTERM);
-}
-
-/// Waits (up to 10 s) until containerd answers on its socket, so that dockerd finds it at
-/// once. If containerd exits meanwhile, the main loop restarts it and dockerd keeps trying.
-fn wait_for_socket(containerd: &mut Daemon) {
-    let Some(pid) = containerd.pid else { return };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if std::os::unix::net::UnixStream::connect(CONTAINERD_SOCKET).is_ok() {
-            return;
-        }
-        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) => {}
-            Ok(status) => return containerd.exited(&status, false),
-            Err(_) => return,
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    eprintln!("sandpit init: containerd did not open {CONTAINERD_SOCKET} within 10 s");
 }

@@ -68,25 +68,45 @@ pub(super) async fn scan(cfg: &RuntimeConfig, uid_pool: &UidPool) -> Vec<String>
             }
         }
     }
-    // Processes in our cgroups, and registries running with a configuration of ours.
+    out.extend(processes_settled(cfg).await);
+    out
+}
+
+/// Processes still exiting (a node's init that the host's PID 1 has yet to reap) are gone a
+/// moment later: look again for up to 2 s before calling what is there left over.
+async fn processes_settled(cfg: &RuntimeConfig) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let found = processes(cfg);
+        if found.is_empty() || std::time::Instant::now() >= deadline {
+            return found;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Processes in our cgroups, and registries running with a configuration of ours.
+fn processes(cfg: &RuntimeConfig) -> Vec<String> {
+    let mut out = Vec::new();
     let marker = format!(":/{}/", cfg.cgroup_parent);
     let registries = Layout::of_state_dir(&cfg.state_dir);
-    if let Ok(procs) = std::fs::read_dir("/proc") {
-        for p in procs.flatten() {
-            let name = p.file_name().to_string_lossy().into_owned();
-            if !name.chars().all(|c| c.is_ascii_digit()) {
-                continue;
-            }
-            let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
-            let in_cgroup =
-                std::fs::read_to_string(p.path().join("cgroup")).is_ok_and(|c| c.contains(&marker));
-            let registry = cmd.split(|b| *b == 0).any(|arg| {
-                Path::new(std::ffi::OsStr::from_bytes(arg)).starts_with(registries.dir())
-            });
-            if in_cgroup || registry {
-                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-                out.push(format!("process {name} {}", cmd.trim()));
-            }
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let name = p.file_name().to_string_lossy().into_owned();
+        if !name.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        let in_cgroup =
+            std::fs::read_to_string(p.path().join("cgroup")).is_ok_and(|c| c.contains(&marker));
+        let registry = cmd
+            .split(|b| *b == 0)
+            .any(|arg| Path::new(std::ffi::OsStr::from_bytes(arg)).starts_with(registries.dir()));
+        if in_cgroup || registry {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            out.push(format!("process {name} {}", cmd.trim()));
         }
     }
     out

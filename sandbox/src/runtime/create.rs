@@ -188,6 +188,8 @@ impl Runtime {
             rec.uid_base.map(|b| (b, b)),
             rec.isolation == Isolation::Rootful,
         )?;
+        // Mounted before the launcher unshares its mount namespace, which copies the host's
+        // mounts of that moment: a disk mounted later would not be in the node.
         nd.make_disk(rec.limits.disk_bytes, owner).await?;
         NodeDir::write_in_place(
             &nd.resolv_conf(),

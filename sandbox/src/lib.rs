@@ -21,6 +21,7 @@ mod network;
 mod node_root;
 mod process;
 mod pty;
+mod reach;
 mod registry;
 mod rootfs;
 mod runtime;

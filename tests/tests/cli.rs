@@ -1,5 +1,6 @@
-//! The command line: `sandpit doctor` on this host, clear messages for bad options, and
-//! `network rm --all` taking an instance off the host.
+//! The command line: `sandpit doctor` on this host, clear messages for bad options and for a
+//! state directory that nodes cannot reach, and `network rm --all` taking an instance off the
+//! host.
 
 use std::process::Command;
 
@@ -22,6 +23,55 @@ fn doctor_reports_a_usable_host_and_the_ipvs_consequences() {
         assert!(text.contains("--endpoint-mode dnsrr"), "{text}");
         assert!(text.contains("mode=host"), "{text}");
     }
+}
+
+/// A state directory below one that other users cannot enter (`mktemp -d` makes 0700 ones)
+/// would fail every node with EACCES inside it: `serve` refuses to start and says how to fix
+/// it, and `doctor` says the same.
+#[test]
+fn a_state_directory_nodes_cannot_reach_is_refused_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let (cfg, _claim) = test_config();
+    let _cleanup = CleanupGuard(cfg.clone());
+    let top = cfg.state_dir.parent().expect("the test's directory");
+    let private = top.join("private");
+    std::fs::create_dir_all(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let state = private.join("state");
+    let serve = Command::new(sandpit_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-registry"])
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["--prefix", &cfg.prefix])
+        .args(["--subnet-pool", &cfg.subnet_pool.to_string()])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&serve.stderr);
+    assert!(!serve.status.success(), "serve started: {e}");
+    assert!(e.contains("nodes cannot reach their directory"), "{e}");
+    assert!(e.contains("has mode 0700"), "{e}");
+    assert!(
+        e.contains(&format!("chmod o+x {}", private.display())),
+        "{e}"
+    );
+    let doctor = Command::new(sandpit_bin())
+        .arg("doctor")
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    assert!(!doctor.status.success(), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("state-dir") && l.contains("has mode 0700")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("chmod o+x {}", private.display())),
+        "{text}"
+    );
 }
 
 #[test]

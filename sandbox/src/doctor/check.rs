@@ -66,6 +66,7 @@ pub(super) const TOOLS: &str = "host-tools";
 pub(super) const BRIDGE_NF: &str = "bridge-netfilter";
 pub(super) const BASE_IMAGE: &str = "base-image";
 pub(super) const DISK: &str = "disk-space";
+pub(super) const STATE_DIR: &str = "state-dir";
 pub(super) const MEMORY: &str = "memory";
 pub(super) const MIRROR: &str = "registry-mirror";
 

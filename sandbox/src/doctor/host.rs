@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 
 use crate::config::NodeLimits;
+use crate::reach::Unreachable;
 
-use super::check::{gib, Check, Status, BRIDGE_NF, DISK, GIB, MEMORY, TOOLS};
+use super::check::{gib, Check, Status, BRIDGE_NF, DISK, GIB, MEMORY, STATE_DIR, TOOLS};
 
 // ---- host tools ----
 
@@ -160,6 +161,20 @@ fn parse_mem_available(meminfo: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix("MemAvailable:"))?;
     let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
     Some(kib * 1024)
+}
+
+/// Whether the nodes' unprivileged root users can reach their directories (`crate::reach`).
+pub(super) fn check_state_reach(nodes_dir: &Path, unreachable: Option<Unreachable>) -> Check {
+    match unreachable {
+        None => Check::ok(
+            STATE_DIR,
+            format!(
+                "every directory above {} lets nodes in",
+                nodes_dir.display()
+            ),
+        ),
+        Some(u) => Check::fail(STATE_DIR, u.problem(), u.fix()),
+    }
 }
 
 pub(super) fn check_memory(meminfo: &str) -> Check {

@@ -37,8 +37,8 @@ use self::cgroups::{check_cgroups, parse_cgroup_mounts};
 pub use check::{Check, Status};
 use check::{IDMAP, ROOT, USERNS, VETH, VXLAN};
 use host::{
-    check_bridge_netfilter, check_disk, check_memory, check_tools, find_tool, nearest_existing,
-    parse_forward_policy, search_dirs, TOOLS_NEEDED,
+    check_bridge_netfilter, check_disk, check_memory, check_state_reach, check_tools, find_tool,
+    nearest_existing, parse_forward_policy, search_dirs, TOOLS_NEEDED,
 };
 use idmap::{idmap_check, idmap_probe_dir, probe_idmapped_mount, IDMAP_FIX};
 use images::{check_base_image, check_registry, mirror_answers};
@@ -152,6 +152,11 @@ pub fn run(input: &Input) -> Vec<Check> {
     let free = nix::sys::statvfs::statvfs(&disk_dir)
         .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64);
     checks.push(check_disk(&input.state_dir, &disk_dir, free));
+    let nodes_dir = input.runtime_dir.join("nodes");
+    checks.push(check_state_reach(
+        &nodes_dir,
+        crate::reach::Unreachable::check(&nodes_dir),
+    ));
 
     checks.push(check_memory(
         &fs::read_to_string("/proc/meminfo").unwrap_or_default(),

@@ -283,6 +283,12 @@ impl Runtime {
         ] {
             std::fs::create_dir_all(&d).map_err(|e| StateError::new("create", &d, e))?;
         }
+        // Refused here, with the fix, rather than as EACCES inside every node later.
+        if cfg.isolation == Isolation::Userns {
+            if let Some(u) = crate::reach::Unreachable::check(&cfg.state_dir.join("nodes")) {
+                return Err(Error::Config(u.to_string()));
+            }
+        }
         let lock_path = cfg.state_dir.join("lock");
         let lock = std::fs::OpenOptions::new()
             .create(true)

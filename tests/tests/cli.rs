@@ -132,3 +132,113 @@ async fn network_rm_all_takes_an_instance_off_the_host() {
     assert_eq!(Runtime::leftovers(&cfg).await, Vec::<String>::new());
     drop(claim);
 }
+
+/// What an owner killed mid-request leaves with no record (a node's cgroup and its processes, a
+/// mount below the state directory, a bridge, a veth, firewall chains) is removed when the
+/// runtime starts again, without touching the recorded node, and by `network rm --all`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_without_a_record_are_swept_at_start_and_by_network_rm_all() {
+    let (cfg, claim) = test_config();
+    let _cleanup = CleanupGuard(cfg.clone());
+    let mut t = TestRuntime::open(cfg.clone(), ()).await;
+    let node = t.session("a", 1).await.remove(0);
+    let init = node.init_pid.expect("running");
+    drop(t.rt.take()); // the owner is gone; its node runs on
+
+    let planted = Stray::plant(&cfg);
+    let left = Runtime::leftovers(&cfg).await.join("\n");
+    for name in planted.names() {
+        assert!(left.contains(&name), "{name} is not on the host:\n{left}");
+    }
+    // A restart keeps the recorded node and removes the rest.
+    let t = TestRuntime::open(cfg.clone(), ()).await;
+    planted.gone().await;
+    assert_eq!(t.ok(&node, "echo adopted").await.trim(), "adopted");
+    let mut t = t;
+    drop(t.rt.take());
+
+    // Again, for `network rm --all`; the node's init is this process's child (see above).
+    let planted = Stray::plant(&cfg);
+    let reaper =
+        std::thread::spawn(move || nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(init), None));
+    let out = Command::new(sandpit_bin())
+        .args(["network", "rm", "--all", "--no-registry"])
+        .args(runtime_args(&cfg))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    reaper.join().unwrap().expect("reap the node's init");
+    planted.gone().await;
+    assert_eq!(Runtime::leftovers(&cfg).await, Vec::<String>::new());
+    drop(claim);
+}
+
+/// Host objects named like a runtime's, with no record: made by hand, as a killed owner would
+/// have left them.
+struct Stray {
+    cfg: sandbox::RuntimeConfig,
+    sleeper: std::process::Child,
+}
+
+impl Stray {
+    fn plant(cfg: &sandbox::RuntimeConfig) -> Stray {
+        let sh = |script: String| {
+            let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{script}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let (p, chain) = (&cfg.prefix, format!("{}-7E-F", cfg.prefix.to_uppercase()));
+        sh(format!(
+            "ip link add {p}b7e type bridge && ip link add {p}7ev2 type veth peer name {p}7ev3 && \
+             iptables -w -N {chain} && iptables -w -A FORWARD -i {p}b7e -j {chain}"
+        ));
+        let mnt = cfg.state_dir.join("stray-mount");
+        std::fs::create_dir_all(&mnt).unwrap();
+        sh(format!("mount -t tmpfs stray {}", mnt.display()));
+        let sleeper = Command::new("sleep").arg("600").spawn().unwrap();
+        for h in ["pids", "memory"] {
+            let cg = cfg
+                .cgroup_root
+                .join(h)
+                .join(&cfg.cgroup_parent)
+                .join("stray");
+            std::fs::create_dir_all(&cg).unwrap();
+            std::fs::write(cg.join("cgroup.procs"), sleeper.id().to_string()).unwrap();
+        }
+        Stray {
+            cfg: cfg.clone(),
+            sleeper,
+        }
+    }
+
+    /// What the leak scan shows of them.
+    fn names(&self) -> Vec<String> {
+        let p = &self.cfg.prefix;
+        vec![
+            format!("link {p}b7e"),
+            format!("link {p}7ev2"),
+            format!("link {p}7ev3"),
+            format!("{}-7E-F", p.to_uppercase()),
+            format!("{}/stray", self.cfg.cgroup_parent),
+            format!("mount {}", self.cfg.state_dir.join("stray-mount").display()),
+            format!("process {} sleep 600", self.sleeper.id()),
+        ]
+    }
+
+    /// Asserts that none of them is left; the sleeper was killed with its cgroup.
+    async fn gone(mut self) {
+        let status = self.sleeper.wait().unwrap();
+        assert!(!status.success(), "the stray process was killed: {status}");
+        let left = Runtime::leftovers(&self.cfg).await.join("\n");
+        for name in self.names().into_iter().take(6) {
+            assert!(!left.contains(&name), "{name} is still there:\n{left}");
+        }
+    }
+}

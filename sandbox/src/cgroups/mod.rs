@@ -197,6 +197,18 @@ pub(crate) fn remove_parent_if_empty(root: &Path, parent: &str) -> Result<(), Cg
     first_error.map_or(Ok(()), Err)
 }
 
+/// Names of the cgroups right below `<root>/<hierarchy>/<parent>`, in any hierarchy: one per
+/// node, recorded or not.
+pub(crate) fn children(root: &Path, parent: &str) -> BTreeSet<String> {
+    hierarchy_roots(root)
+        .into_iter()
+        .filter_map(|(_, base)| fs::read_dir(base.join(parent)).ok())
+        .flat_map(|entries| entries.flatten())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect()
+}
+
 /// Every cgroup at or below `<root>/<hierarchy>/<parent>` in any hierarchy: what a leak check
 /// expects to be empty once everything is torn down.
 pub(crate) fn leftovers(root: &Path, parent: &str) -> Vec<PathBuf> {

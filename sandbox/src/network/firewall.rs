@@ -66,6 +66,12 @@ impl Chains {
             nat: chain_name(&spec.prefix, spec.net_index, 'N'),
         }
     }
+
+    fn contains(&self, name: &str) -> bool {
+        [&self.forward, &self.input, &self.nat]
+            .iter()
+            .any(|c| c.as_str() == name)
+    }
 }
 
 /// What `iptables-save` shows of one network: its chains and the rules that jump to them.
@@ -82,11 +88,9 @@ impl Existing {
         *self == Existing::default()
     }
 
-    /// Picks out `chains` from an `iptables-save` listing. Jumps are kept as the `-A` lines,
-    /// which turn into their own `-D` by swapping the command.
-    fn scan(save: &str, chains: &Chains) -> Existing {
-        let ours = [&chains.forward, &chains.input, &chains.nat];
-        let is_ours = |name: &str| ours.iter().any(|c| c.as_str() == name);
+    /// Picks out the chains that `is_ours` names from an `iptables-save` listing. Jumps are kept
+    /// as the `-A` lines, which turn into their own `-D` by swapping the command.
+    fn scan(save: &str, is_ours: impl Fn(&str) -> bool) -> Existing {
         let mut found = Existing::default();
         let mut table = "";
         for line in save.lines() {
@@ -241,7 +245,7 @@ pub async fn install(spec: &FirewallSpec) -> Result<(), NetworkError> {
         });
     }
     let _lock = RULES_LOCK.lock().await;
-    let existing = Existing::scan(&save().await?, &Chains::of(spec));
+    let existing = Existing::scan(&save().await?, |c| Chains::of(spec).contains(c));
     if let Err(cause) = restore(&render_install(spec, &existing)).await {
         // Each table commits on its own: filter may be in while nat failed.
         let error = NetworkError::InstallFirewall {
@@ -263,7 +267,7 @@ pub async fn remove(spec: &FirewallSpec) -> Result<(), NetworkError> {
 }
 
 async fn remove_locked(spec: &FirewallSpec) -> Result<(), NetworkError> {
-    let existing = Existing::scan(&save().await?, &Chains::of(spec));
+    let existing = Existing::scan(&save().await?, |c| Chains::of(spec).contains(c));
     let Some(input) = render_remove(&existing) else {
         return Ok(());
     };
@@ -273,6 +277,39 @@ async fn remove_locked(spec: &FirewallSpec) -> Result<(), NetworkError> {
             bridge: spec.bridge.clone(),
             cause,
         })
+}
+
+/// Removes every chain of `prefix` whose network index `keep` refuses, with the jumps to it:
+/// what an owner killed between making a network's rules and recording the network left.
+pub async fn remove_unkept(prefix: &str, keep: impl Fn(u32) -> bool) -> Result<(), NetworkError> {
+    let _lock = RULES_LOCK.lock().await;
+    let existing = Existing::scan(&save().await?, |c| {
+        chain_index(c, prefix).is_some_and(|index| !keep(index))
+    });
+    let Some(input) = render_remove(&existing) else {
+        return Ok(());
+    };
+    restore(&input)
+        .await
+        .map_err(|cause| NetworkError::RemoveFirewall {
+            bridge: format!("{prefix}b*"),
+            cause,
+        })
+}
+
+/// The network index of a chain of `prefix` (`PREFIX-<HEX>-<kind>`).
+fn chain_index(word: &str, prefix: &str) -> Option<u32> {
+    let rest = word
+        .strip_prefix(prefix.to_ascii_uppercase().as_str())?
+        .strip_prefix('-')?;
+    let (index, kind) = rest.split_once('-')?;
+    let upper_hex = index
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b.is_ascii_hexdigit() && b.is_ascii_uppercase()));
+    if !upper_hex || kind.len() != 1 {
+        return None;
+    }
+    u32::from_str_radix(index, 16).ok()
 }
 
 /// Turns on IPv4 forwarding unless it is on: writing the sysctl, even the same value, resets
@@ -465,7 +502,7 @@ COMMIT
 ";
 
     fn scanned() -> Existing {
-        Existing::scan(SAVE, &Chains::of(&spec(false)))
+        Existing::scan(SAVE, |c| Chains::of(&spec(false)).contains(c))
     }
 
     #[test]
@@ -486,11 +523,43 @@ COMMIT
                 nat_jumps: vec!["-A POSTROUTING -s 10.251.26.0/24 -j NTST-1A-N".into()],
             }
         );
-        assert!(Existing::scan(
-            "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n",
-            &Chains::of(&spec(false))
-        )
-        .is_empty());
+        assert!(
+            Existing::scan("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n", |c| Chains::of(
+                &spec(false)
+            )
+            .contains(c))
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn chains_of_a_prefix_by_network() {
+        assert_eq!(chain_index("NTST-1A-F", "ntst"), Some(0x1a));
+        assert_eq!(chain_index("NTST-0-N", "ntst"), Some(0));
+        for not_ours in [
+            "NTST-1a-F",
+            "NTST-1A-FF",
+            "NTSTX-1A-F",
+            "OTHER-1A-F",
+            "ntstb1a",
+            "NTST-1A",
+        ] {
+            assert_eq!(chain_index(not_ours, "ntst"), None, "{not_ours}");
+        }
+        // Every network but the kept one: its chains and jumps, nothing of docker's.
+        let unkept = Existing::scan(SAVE, |c| chain_index(c, "ntst").is_some_and(|i| i != 0x1a));
+        assert_eq!(
+            unkept,
+            Existing {
+                filter_chains: vec!["NTST-1B-F".into()],
+                filter_jumps: vec!["-A FORWARD -o ntstb1b -j NTST-1B-F".into()],
+                ..Existing::default()
+            }
+        );
+        assert_eq!(
+            render_remove(&unkept).unwrap(),
+            "*filter\n-D FORWARD -o ntstb1b -j NTST-1B-F\n-F NTST-1B-F\n-X NTST-1B-F\nCOMMIT\n"
+        );
     }
 
     #[test]

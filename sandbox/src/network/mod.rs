@@ -121,6 +121,20 @@ pub fn veth_name(prefix: &str, net_index: u32, host_octet: u32) -> String {
     format!("{prefix}{net_index:x}v{host_octet:x}")
 }
 
+/// Whether a link is named like one of `prefix`'s: a bridge or the host end of a veth.
+pub fn is_link_of(prefix: &str, name: &str) -> bool {
+    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let Some(rest) = name.strip_prefix(prefix) else {
+        return false;
+    };
+    match rest.strip_prefix('b') {
+        Some(index) if hex(index) => true,
+        _ => rest
+            .split_once('v')
+            .is_some_and(|(net, host)| hex(net) && hex(host)),
+    }
+}
+
 /// The iptables chain of network `net_index` for `kind` ('F' forward, 'I' input, 'N' nat):
 /// `{PREFIX}-{net_index:X}-{kind}`. Upper case tells our chains apart from interface names in
 /// `iptables -S`, and the index is hex like the bridge's.
@@ -254,6 +268,22 @@ pub fn host_nameservers(resolv_conf: &str) -> Vec<Ipv4Addr> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn links_of_a_prefix() {
+        for ours in [
+            bridge_name("tst", 0x1a),
+            veth_name("tst", 0x1a, 2),
+            "tstb0".to_string(),
+        ] {
+            assert!(is_link_of("tst", &ours), "{ours}");
+        }
+        for other in [
+            "tst", "tstb", "tstbX", "tst1a", "tst1av", "eth0", "docker0", "otherb1",
+        ] {
+            assert!(!is_link_of("tst", other), "{other}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -98,7 +98,8 @@ impl Runtime {
         }
     }
 
-    /// Destroys every node and network of this runtime, and removes its cgroup parent.
+    /// Destroys every node and network of this runtime, whatever its names cover without a
+    /// record (`sweep.rs`), and its cgroup parent.
     pub async fn destroy_all(&self) -> Result<(), Error> {
         let names: Vec<String> = self.lock().networks.keys().cloned().collect();
         let mut failures = Vec::new();
@@ -107,6 +108,7 @@ impl Runtime {
                 failures.push(e.to_string());
             }
         }
+        failures.extend(self.sweep_unrecorded().await);
         if let Err(e) =
             cgroups::remove_parent_if_empty(&self.cfg.cgroup_root, &self.cfg.cgroup_parent)
         {

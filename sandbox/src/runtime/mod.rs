@@ -21,6 +21,7 @@ mod hosts;
 mod leftovers;
 mod network;
 mod stats;
+mod sweep;
 mod uid_pool;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -424,6 +425,9 @@ impl Runtime {
             firewall::install(&self.firewall_spec(&net)).await?;
             self.start_services(&net).await?;
             self.refresh_hosts(&net.name);
+        }
+        for failure in self.sweep_unrecorded().await {
+            tracing::error!(%failure, "could not remove what an earlier owner left");
         }
         Ok(())
     }

@@ -45,6 +45,6 @@ pub use pty::{NodePty, PtyError};
 pub use registry::{store_images, RegistryError, MIRROR_PORT, PUSH_PORT, REGISTRY_HOST};
 pub use rootfs::RootfsError;
 pub use runtime::{
-    Error, NetworkInfo, NodeInfo, NodeSpec, NodeStats, NodeStatus, Runtime, ShellProcess,
+    DiskUse, Error, NetworkInfo, NodeInfo, NodeSpec, NodeStats, NodeStatus, Runtime, ShellProcess,
 };
 pub use state::StateError;

@@ -29,6 +29,8 @@ pub struct FakeState {
     pub nodes: BTreeMap<(String, String), NodeFacts>,
     /// Every command run, as `node: argv...`.
     pub commands: Vec<String>,
+    /// What `disk_free` answers (None: unreadable).
+    pub disk_free: Option<u64>,
     next_ip: u8,
 }
 
@@ -64,6 +66,10 @@ impl FakeState {
 impl NodeRuntime for FakeRuntime {
     fn default_image(&self) -> String {
         "trixie".into()
+    }
+
+    fn disk_free(&self) -> Option<u64> {
+        self.with(|s| s.disk_free)
     }
 
     fn images(&self) -> Vec<ImageView> {

@@ -10,6 +10,7 @@
 
 mod assets;
 pub mod cli;
+mod disk;
 pub mod error;
 #[cfg(test)]
 mod fake_runtime;

@@ -85,6 +85,8 @@ pub trait NodeRuntime: Send + Sync + 'static {
     fn default_image(&self) -> String;
     /// The images nodes can be made from, sorted by name.
     fn images(&self) -> Vec<ImageView>;
+    /// Free bytes on the filesystem of the node disks; None if it cannot be read.
+    fn disk_free(&self) -> Option<u64>;
 
     async fn create_network(&self, name: &str) -> Result<(), RuntimeError>;
     /// Destroys a network and every node on it; [`RuntimeError::Busy`] while a node is being

@@ -78,6 +78,10 @@ impl NodeRuntime for SandboxRuntime {
         self.runtime.config().default_image.clone()
     }
 
+    fn disk_free(&self) -> Option<u64> {
+        self.runtime.disk_use().ok().map(|d| d.free_bytes)
+    }
+
     fn images(&self) -> Vec<ImageView> {
         self.runtime
             .images()

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sandbox::{Runtime, RuntimeConfig};
 
+use crate::disk::DiskPlan;
 use crate::metrics::Metrics;
 use crate::routes::{app, AppState, MAX_UPLOADS};
 use crate::sandbox_runtime::SandboxRuntime;
@@ -30,12 +31,26 @@ pub struct ServeOptions {
     pub admin_token: Option<String>,
     pub allowed_origins: Vec<String>,
     pub max_upload_bytes: usize,
+    /// Whether the runtime's node disk cap is the operator's (else it is derived, `disk.rs`).
+    pub node_disk_set: bool,
 }
 
 /// Serves until SIGTERM or SIGINT, then drains.
-pub async fn run(opts: ServeOptions, runtime: RuntimeConfig) -> anyhow::Result<()> {
+pub async fn run(mut opts: ServeOptions, mut runtime: RuntimeConfig) -> anyhow::Result<()> {
     // Handlers first: a signal that arrives once we said we are ready must drain, not kill.
     let shutdown = shutdown_signal()?;
+    let disk =
+        Runtime::disk_use_of(&runtime.state_dir).context("measure the state directory's disk")?;
+    let wanted = opts.sessions.capacity;
+    let cap = opts.node_disk_set.then_some(runtime.limits.disk_bytes);
+    let plan = DiskPlan::new(disk, opts.sessions.disk_reserve_bytes, cap, wanted);
+    runtime.limits.disk_bytes = plan.node_cap;
+    opts.sessions.capacity = plan.capacity;
+    if plan.capacity < wanted {
+        tracing::warn!("capacity: {}", plan.describe(wanted));
+    } else {
+        tracing::info!("capacity: {}", plan.describe(wanted));
+    }
     let runtime = Runtime::open(runtime)
         .await
         .context("open the node runtime")?;

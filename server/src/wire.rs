@@ -226,6 +226,13 @@ pub struct Health {
     pub networks: usize,
     pub session_secs: u64,
     pub max_nodes: usize,
+    /// Nodes this host takes in all (`--capacity`, lowered to what the disk holds).
+    pub capacity: usize,
+    /// Free space on the node disks' filesystem (None: unreadable), the reserve below which
+    /// no node is made, and whether it is below it now.
+    pub disk_free_bytes: Option<u64>,
+    pub disk_reserve_bytes: u64,
+    pub disk_low: bool,
 }
 
 /// `POST /api/admin/drain`.

@@ -192,3 +192,38 @@ async fn a_second_server_on_a_taken_pool_says_so_with_a_503_and_why_in_its_log()
     first.finish().await;
     second.finish().await;
 }
+
+/// The disk as a resource: with a reserve larger than the free space, the server plans no node
+/// (its log says why), says so in `/healthz` and `/metrics`, and answers a new node with a 503
+/// while an empty session still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_without_disk_room_makes_no_nodes_and_says_so() {
+    let srv = TestServer::start(&["--disk-reserve-gib", "1000000"]);
+    let (status, health) = srv.get("/healthz").await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["disk_low"], true, "{health}");
+    assert_eq!(health["capacity"], 0, "{health}");
+    assert!(health["disk_free_bytes"].as_u64().unwrap() > 0, "{health}");
+    assert_eq!(health["disk_reserve_bytes"], 1_000_000u64 << 30, "{health}");
+    let (status, metrics) = srv.request_raw("GET", "/metrics", &[], Vec::new()).await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert_eq!(status, 200);
+    assert!(metrics.contains("sandpit_disk_low 1"), "{metrics}");
+    assert!(metrics.contains("sandpit_capacity 0"), "{metrics}");
+    assert!(
+        srv.log_tail().contains("capacity: 0 nodes (not "),
+        "{}",
+        srv.log_tail()
+    );
+
+    let sid = srv.session_id().await;
+    let (status, body) = srv
+        .post(&format!("/api/sessions/{sid}/nodes"), serde_json::json!({}))
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("at capacity"),
+        "{body}"
+    );
+    srv.finish().await;
+}

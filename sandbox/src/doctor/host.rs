@@ -147,10 +147,12 @@ pub(super) fn check_disk(state_dir: &Path, measured: &Path, free: Result<u64, Er
         state_dir.display(),
         measured.display()
     );
+    const PLAN: &str = "; `sandpit serve` keeps 4 GiB of it from nodes by default \
+                        (--disk-reserve-gib) and plans node disk caps within the rest";
     match disk_status(free) {
-        Status::Ok => Check::ok(DISK, detail),
-        Status::Warn => Check::warn(DISK, format!("{detail}: below 20 GiB"), fix),
-        Status::Fail => Check::fail(DISK, format!("{detail}: below 2 GiB"), fix),
+        Status::Ok => Check::ok(DISK, format!("{detail}{PLAN}")),
+        Status::Warn => Check::warn(DISK, format!("{detail}: below 20 GiB{PLAN}"), fix),
+        Status::Fail => Check::fail(DISK, format!("{detail}: below 2 GiB{PLAN}"), fix),
     }
 }
 

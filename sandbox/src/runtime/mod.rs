@@ -21,6 +21,7 @@ mod hosts;
 mod leftovers;
 mod network;
 mod stats;
+pub use stats::DiskUse;
 mod sweep;
 mod uid_pool;
 

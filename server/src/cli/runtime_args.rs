@@ -45,9 +45,10 @@ pub struct RuntimeArgs {
     /// CPU limit per node, in cores (0: none).
     #[arg(long, env = "SANDPIT_NODE_CPUS", default_value_t = 1.0)]
     pub(super) node_cpus: f64,
-    /// Size cap of each node's /var/lib/docker, in GiB.
-    #[arg(long, env = "SANDPIT_NODE_DISK_GIB", default_value_t = 10)]
-    pub(super) node_disk_gib: u64,
+    /// Size cap of each node's /var/lib/docker, in GiB (default: `serve` derives it from the
+    /// free disk, 2 to 10; other commands 10).
+    #[arg(long, env = "SANDPIT_NODE_DISK_GIB")]
+    pub(super) node_disk_gib: Option<u64>,
     /// Give nodes a route to the outside (NAT). Off by default.
     #[arg(long, env = "SANDPIT_EGRESS")]
     pub(super) egress: bool,
@@ -98,7 +99,7 @@ impl RuntimeArgs {
             memory_bytes: self.node_memory_mib << 20,
             pids: self.node_pids,
             cpus: self.node_cpus,
-            disk_bytes: self.node_disk_gib << 30,
+            disk_bytes: self.node_disk_gib.unwrap_or(10) << 30,
         };
         c.validate().map_err(anyhow::Error::msg)?;
         Ok(c)

@@ -26,9 +26,14 @@ pub struct ServeArgs {
     /// Live sessions per client address (a classroom behind one NAT needs a high value).
     #[arg(long, env = "SANDPIT_SESSIONS_PER_CLIENT", default_value_t = 10)]
     sessions_per_client: usize,
-    /// Nodes on this host in total (default: one per 384 MiB of memory).
+    /// Nodes on this host in total (default: one per 384 MiB of memory); lowered at start until
+    /// the caps of all of them fit on the disk.
     #[arg(long, env = "SANDPIT_CAPACITY")]
     capacity: Option<usize>,
+    /// Free space on the state directory's filesystem that nodes never get, in GiB: the node
+    /// disks' caps are planned without it, and below it no node is made.
+    #[arg(long, env = "SANDPIT_DISK_RESERVE_GIB", default_value_t = 4)]
+    disk_reserve_gib: u64,
     /// Published ports are reachable at http://{node}-{session}-{port}.{base-domain}.
     #[arg(long, env = "SANDPIT_BASE_DOMAIN", default_value = "localhost")]
     base_domain: String,
@@ -85,6 +90,7 @@ impl ServeArgs {
                 max_nodes: self.max_nodes,
                 sessions_per_client: self.sessions_per_client,
                 capacity: self.capacity.unwrap_or_else(default_capacity),
+                disk_reserve_bytes: self.disk_reserve_gib << 30,
                 base_domain: self.base_domain.clone(),
                 // The listening port unless set (known once bound).
                 public_port: self.public_port.unwrap_or(0),
@@ -96,6 +102,7 @@ impl ServeArgs {
             admin_token: self.admin_token.clone(),
             allowed_origins: self.allowed_origins.clone(),
             max_upload_bytes: self.max_upload_mib << 20,
+            node_disk_set: self.rt.node_disk_gib.is_some(),
         })
     }
 }

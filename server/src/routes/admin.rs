@@ -20,7 +20,7 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        s.metrics.render(s.sessions.counts()),
+        s.metrics.render(&s.sessions.health()),
     )
         .into_response()
 }

@@ -31,6 +31,7 @@ fn api(admin_token: Option<&str>) -> Api {
         max_nodes: 2,
         sessions_per_client: 10,
         capacity: 10,
+        disk_reserve_bytes: 0,
         base_domain: "localhost".into(),
         public_port: 8080,
         terminal: Default::default(),

@@ -30,6 +30,9 @@ pub enum SessionError {
     ClientLimit(usize),
     #[error("the server is at capacity ({0} nodes); try again later")]
     AtCapacity(usize),
+    /// The operator's log says why (`sessions/disk.rs`); clients see a full server.
+    #[error("the server is at capacity; try again later")]
+    DiskLow { free: u64, reserve: u64 },
     #[error("the server is shutting down; try again in a moment")]
     Draining,
     #[error("the session is ending")]
@@ -66,7 +69,7 @@ impl SessionError {
             | E::TerminalLimit { .. }
             | E::Ending => StatusCode::CONFLICT,
             E::ClientLimit(_) => StatusCode::TOO_MANY_REQUESTS,
-            E::AtCapacity(_) | E::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            E::AtCapacity(_) | E::DiskLow { .. } | E::Draining => StatusCode::SERVICE_UNAVAILABLE,
             E::WriteTimedOut { .. } => StatusCode::GATEWAY_TIMEOUT,
             E::Runtime(r) => match r {
                 R::Invalid(_) => StatusCode::BAD_REQUEST,

@@ -15,6 +15,7 @@
 //! `expiry.rs`; published ports in `ports.rs`; terminals in `terminal.rs`; recovery in
 //! `recover.rs`.
 
+mod disk;
 mod error;
 mod expiry;
 mod nodes;
@@ -43,6 +44,7 @@ use crate::store::{SessionRow, Store};
 use crate::wire::{
     EndReason, Event, Health, ImageList, NodeStatus, NodeView, PortView, SessionView, Template,
 };
+use disk::DiskWatch;
 use state::{live, NodeMeta, NodeState, Session, SessionState, Table};
 
 /// Limits and lifetimes of sessions.
@@ -56,6 +58,8 @@ pub struct SessionConfig {
     pub sessions_per_client: usize,
     /// Nodes the host runs at most, over every session.
     pub capacity: usize,
+    /// Free space on the node disks' filesystem below which no node is made (`disk.rs`).
+    pub disk_reserve_bytes: u64,
     /// Where published ports are reachable: `{node}-{sid}-{port}.{base_domain}`.
     pub base_domain: String,
     /// The port browsers reach the server on (in the port URLs).
@@ -77,6 +81,7 @@ pub struct Sessions {
     metrics: Arc<Metrics>,
     inner: Mutex<Table>,
     draining: AtomicBool,
+    disk: DiskWatch,
 }
 
 impl Sessions {
@@ -86,14 +91,17 @@ impl Sessions {
         cfg: SessionConfig,
         metrics: Arc<Metrics>,
     ) -> Arc<Sessions> {
-        Arc::new(Sessions {
+        let s = Arc::new(Sessions {
             runtime,
             store,
             cfg,
             metrics,
             inner: Mutex::new(Table::new()),
             draining: AtomicBool::new(false),
-        })
+            disk: DiskWatch::new(),
+        });
+        s.sample_disk();
+        s
     }
 
     pub fn config(&self) -> &SessionConfig {
@@ -134,6 +142,7 @@ impl Sessions {
     pub fn start_background(self: &Arc<Self>) {
         self.start_expiry();
         self.start_ports();
+        self.start_disk_watch();
     }
 
     /// Creates an empty session with its network. Room for `template`'s nodes is checked now
@@ -186,6 +195,9 @@ impl Sessions {
             let total: usize = inner.values().map(|s| s.nodes.len()).sum();
             if total + wanted > self.cfg.capacity {
                 return Err(SessionError::AtCapacity(self.cfg.capacity));
+            }
+            if wanted > 0 {
+                self.check_disk()?;
             }
             // Reserved under the lock (the limits count it from now on), invisible to clients
             // until its network exists.
@@ -381,6 +393,10 @@ impl Sessions {
             networks: self.runtime.networks().len(),
             session_secs: self.cfg.lifetime.as_secs(),
             max_nodes: self.cfg.max_nodes,
+            capacity: self.cfg.capacity,
+            disk_free_bytes: self.disk_free(),
+            disk_reserve_bytes: self.cfg.disk_reserve_bytes,
+            disk_low: self.disk_low(),
         }
     }
 

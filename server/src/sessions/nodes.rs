@@ -102,6 +102,7 @@ impl Sessions {
             if total >= self.cfg.capacity {
                 return Err(SessionError::AtCapacity(self.cfg.capacity));
             }
+            self.check_disk()?;
             let name = s.free_node_name();
             s.nodes.insert(
                 name.clone(),

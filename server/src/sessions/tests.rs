@@ -22,6 +22,7 @@ fn config() -> SessionConfig {
         max_nodes: 5,
         sessions_per_client: 10,
         capacity: 100,
+        disk_reserve_bytes: 4 << 30,
         base_domain: "localhost".into(),
         public_port: 8080,
         terminal: Default::default(),
@@ -62,6 +63,44 @@ fn client(n: u8) -> IpAddr {
 
 async fn new_session(f: &Fixture) -> String {
     f.sessions.create(None, None, client(1)).await.unwrap().id
+}
+
+#[tokio::test]
+async fn no_node_is_made_while_the_disk_is_below_its_reserve() {
+    let f = fixture(config());
+    let sid = new_session(&f).await;
+    f.sessions.add_node(&sid, None).await.unwrap();
+    // Something else fills the host's disk.
+    f.fake.with(|s| s.disk_free = Some(3 << 30));
+    f.sessions.sample_disk();
+    let h = f.sessions.health();
+    assert!(h.disk_low, "{h:?}");
+    assert_eq!(h.disk_free_bytes, Some(3 << 30));
+    let e = f.sessions.add_node(&sid, None).await.unwrap_err();
+    assert!(matches!(e, SessionError::DiskLow { .. }), "{e:?}");
+    assert_eq!(e.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        e.public_message(),
+        "the server is at capacity; try again later"
+    );
+    let e = f
+        .sessions
+        .create(None, Some(Template::OneManagerOneWorker), client(2))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SessionError::DiskLow { .. }), "{e:?}");
+    // An empty session takes no disk; the running node stays usable.
+    new_session(&f).await;
+    assert_eq!(f.sessions.view(&sid).unwrap().nodes.len(), 1);
+    // Room again (or an unreadable figure): nodes are made again.
+    f.fake.with(|s| s.disk_free = Some(5 << 30));
+    f.sessions.sample_disk();
+    assert!(!f.sessions.health().disk_low);
+    f.sessions.add_node(&sid, None).await.unwrap();
+    f.fake.with(|s| s.disk_free = None);
+    f.sessions.sample_disk();
+    assert_eq!(f.sessions.health().disk_free_bytes, None);
+    f.sessions.add_node(&sid, None).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -296,6 +296,37 @@ impl TestServer {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> (u16, hyper::HeaderMap, Vec<u8>) {
+        match self.try_request_full(method, path, headers, body).await {
+            Ok(r) => r,
+            Err(e) => panic!("{method} {path}: {e}\nserver log:\n{}", self.log_tail()),
+        }
+    }
+
+    /// A JSON request that may find no server (one killed meanwhile): the status and the
+    /// body, or why there was no answer.
+    pub async fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        json: Option<Value>,
+    ) -> Result<(u16, Value), String> {
+        let body = json.map(|j| j.to_string().into_bytes()).unwrap_or_default();
+        let headers: &[(&str, &str)] = &[("content-type", "application/json")];
+        let (status, _, bytes) = self
+            .try_request_full(method, path, headers, body)
+            .await
+            .map_err(|e| e.to_string())?;
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok((status, value))
+    }
+
+    async fn try_request_full(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> std::io::Result<(u16, hyper::HeaderMap, Vec<u8>)> {
         let work = async {
             let tcp = TcpStream::connect(&self.addr).await?;
             let (mut send, conn) =
@@ -327,9 +358,8 @@ impl TestServer {
             Ok::<_, std::io::Error>((status, parts.headers, bytes.to_vec()))
         };
         match tokio::time::timeout(PATIENCE, work).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => panic!("{method} {path}: {e}\nserver log:\n{}", self.log_tail()),
-            Err(_) => panic!("{method} {path}: no answer in {PATIENCE:?}"),
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::other(format!("no answer in {PATIENCE:?}"))),
         }
     }
 

@@ -196,7 +196,9 @@ pub(super) fn setup_node(
         &shm,
         Some("tmpfs"),
         nodev,
-        Some("mode=1777,size=65536k"),
+        // Docker's default shm size; inodes bounded too (a tmpfs's default is half of the
+        // host's memory pages, and inodes are kernel memory).
+        Some("mode=1777,size=65536k,nr_inodes=16384"),
     )?;
     let mq = dev.join("mqueue");
     ensure_dir(&mq)?;
@@ -211,12 +213,14 @@ pub(super) fn setup_node(
     }
     // 7. /run on tmpfs (the engine's sockets live there), containerd's configuration, and the
     //    /etc files the host maintains.
+    // Pages of a tmpfs are charged to the node's memory cgroup, but without a size it offers
+    // half of the host's memory, and its inodes are kernel memory: bounded like /dev/shm.
     mnt(
         Some("tmpfs"),
         &root.join("run"),
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=755"),
+        Some("mode=755,size=262144k,nr_inodes=65536"),
     )?;
     for (src, name) in [
         (nd.hosts(), "etc/hosts"),

@@ -106,29 +106,7 @@ async fn network_rm_all_takes_an_instance_off_the_host() {
         nodes.iter().map(|n| n.init_pid.expect("running")).collect()
     };
     assert!(!Runtime::leftovers(&cfg).await.is_empty());
-    // The node inits are this process's children (it ran their runtime): it reaps them as the
-    // command kills them, as a server's parent (init or a supervisor) would.
-    let reapers: Vec<_> = inits
-        .into_iter()
-        .map(|pid| {
-            std::thread::spawn(move || {
-                nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None)
-            })
-        })
-        .collect();
-    let out = Command::new(sandpit_bin())
-        .args(["network", "rm", "--all", "--no-registry"])
-        .args(runtime_args(&cfg))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for r in reapers {
-        r.join().unwrap().expect("reap a node init");
-    }
+    network_rm_all(&cfg, inits);
     assert_eq!(Runtime::leftovers(&cfg).await, Vec::<String>::new());
     drop(claim);
 }
@@ -157,13 +135,29 @@ async fn objects_without_a_record_are_swept_at_start_and_by_network_rm_all() {
     let mut t = t;
     drop(t.rt.take());
 
-    // Again, for `network rm --all`; the node's init is this process's child (see above).
+    // Again, for `network rm --all`.
     let planted = Stray::plant(&cfg);
-    let reaper =
-        std::thread::spawn(move || nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(init), None));
+    network_rm_all(&cfg, vec![init]);
+    planted.gone().await;
+    assert_eq!(Runtime::leftovers(&cfg).await, Vec::<String>::new());
+    drop(claim);
+}
+
+/// Runs `sandpit network rm --all` on `cfg`, which must succeed. The node inits are this
+/// process's children (it ran their runtime): it reaps them as the command kills them, as a
+/// server's parent (init or a supervisor) would.
+fn network_rm_all(cfg: &sandbox::RuntimeConfig, inits: Vec<i32>) {
+    let reapers: Vec<_> = inits
+        .into_iter()
+        .map(|pid| {
+            std::thread::spawn(move || {
+                nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None)
+            })
+        })
+        .collect();
     let out = Command::new(sandpit_bin())
         .args(["network", "rm", "--all", "--no-registry"])
-        .args(runtime_args(&cfg))
+        .args(runtime_args(cfg))
         .output()
         .unwrap();
     assert!(
@@ -171,10 +165,9 @@ async fn objects_without_a_record_are_swept_at_start_and_by_network_rm_all() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    reaper.join().unwrap().expect("reap the node's init");
-    planted.gone().await;
-    assert_eq!(Runtime::leftovers(&cfg).await, Vec::<String>::new());
-    drop(claim);
+    for r in reapers {
+        r.join().unwrap().expect("reap a node init");
+    }
 }
 
 /// Host objects named like a runtime's, with no record: made by hand, as a killed owner would

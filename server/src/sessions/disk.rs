@@ -27,15 +27,7 @@ impl DiskWatch {
 
 impl Sessions {
     pub(super) fn start_disk_watch(self: &Arc<Self>) {
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(DISK_INTERVAL);
-            loop {
-                tick.tick().await;
-                let Some(s) = weak.upgrade() else { return };
-                s.sample_disk();
-            }
-        });
+        self.every(DISK_INTERVAL, |s| s.sample_disk());
     }
 
     /// Reads the free space now; says so in the log when it falls below the reserve or rises

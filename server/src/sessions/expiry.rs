@@ -22,24 +22,8 @@ const TEARDOWN_RETRY: Duration = Duration::from_secs(30);
 impl Sessions {
     /// Starts the expiry and statistics loops.
     pub(super) fn start_expiry(self: &Arc<Self>) {
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
-            loop {
-                tick.tick().await;
-                let Some(s) = weak.upgrade() else { return };
-                s.expire_due(now_secs());
-            }
-        });
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(STATS_INTERVAL);
-            loop {
-                tick.tick().await;
-                let Some(s) = weak.upgrade() else { return };
-                s.sample_stats();
-            }
-        });
+        self.every(Duration::from_millis(500), |s| s.expire_due(now_secs()));
+        self.every(STATS_INTERVAL, |s| s.sample_stats());
     }
 
     /// Destroys an ending session; a failure is retried later by the expiry loop (the session

@@ -139,6 +139,19 @@ impl Sessions {
 
     /// Starts the expiry, statistics and published-ports loops; they stop when `self` is
     /// dropped.
+    /// Runs `tick` every `period` for as long as the sessions exist.
+    fn every(self: &Arc<Self>, period: Duration, tick: fn(&Arc<Sessions>)) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(period);
+            loop {
+                interval.tick().await;
+                let Some(s) = weak.upgrade() else { return };
+                tick(&s);
+            }
+        });
+    }
+
     pub fn start_background(self: &Arc<Self>) {
         self.start_expiry();
         self.start_ports();

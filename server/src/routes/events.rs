@@ -5,23 +5,27 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::ws::{self, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use tokio::sync::{broadcast, watch};
 use tracing::Instrument;
 
-use super::extract::{check_origin, need_upgrade};
+use super::extract::{check_origin, need_upgrade, PathParams};
 use super::state::AppState;
 use crate::error::ApiError;
 use crate::wire::{EndReason, Event, SessionView};
 
 /// How often the events socket pings.
 const EVENTS_PING: Duration = Duration::from_secs(20);
+/// Largest message a client may send. The socket takes none (what comes is read and dropped),
+/// but the WebSocket library buffers a whole message first, up to 64 MiB by default: per
+/// socket, for anyone who knows a session id.
+const MAX_CLIENT_MESSAGE: usize = 4 << 10;
 
 pub async fn events(
     State(s): State<AppState>,
-    Path(sid): Path<String>,
+    PathParams(sid): PathParams<String>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
@@ -29,7 +33,10 @@ pub async fn events(
     let ws = need_upgrade(ws)?;
     let (snapshot, rx) = s.sessions.subscribe(&sid)?;
     let span = tracing::info_span!("events", session = %sid);
-    Ok(ws.on_upgrade(move |socket| serve(s, sid, snapshot, rx, socket).instrument(span)))
+    Ok(ws
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| serve(s, sid, snapshot, rx, socket).instrument(span)))
 }
 
 async fn serve(

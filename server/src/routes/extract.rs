@@ -1,12 +1,13 @@
-//! What handlers take from a request besides the path: a strict JSON body, the client's
-//! address, a WebSocket upgrade, and the Origin check of writes and WebSockets.
+//! What handlers take from a request: path parameters and a strict JSON body (refused with
+//! JSON errors, like everything else), the client's address, a WebSocket upgrade, and the
+//! Origin check of writes and WebSockets.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::ws::{self, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::Response;
@@ -14,6 +15,35 @@ use serde::de::DeserializeOwned;
 
 use super::state::AppState;
 use crate::error::ApiError;
+
+/// The path's parameters. axum's own refusal (a segment that is not UTF-8 once
+/// percent-decoded, `/api/sessions/%ff`) is plain text; this one is a JSON error.
+pub struct PathParams<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for PathParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(params)| PathParams(params))
+            .map_err(path_error)
+    }
+}
+
+/// A client's malformed segment is a 400 that names the parameter; a route whose pattern does
+/// not fit its handler's parameters is ours to fix.
+fn path_error(e: PathRejection) -> ApiError {
+    match e {
+        PathRejection::FailedToDeserializePathParams(e) if e.status().is_client_error() => {
+            ApiError::bad_request(format!("malformed path: {}", e.kind()))
+        }
+        e => {
+            tracing::error!(error = %e.body_text(), "path parameters");
+            ApiError::new(e.status(), "internal error; see the server log")
+        }
+    }
+}
 
 /// A JSON body checked strictly (unknown fields are refused); an empty body is `{}`.
 pub struct JsonBody<T>(pub T);

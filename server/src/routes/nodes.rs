@@ -2,13 +2,13 @@
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::extract::JsonBody;
+use super::extract::{JsonBody, PathParams};
 use super::state::AppState;
 use crate::error::ApiError;
 use crate::wire::ExecRequest;
@@ -20,13 +20,16 @@ pub struct NodePath {
     pub node: String,
 }
 
-pub async fn get(State(s): State<AppState>, Path(p): Path<NodePath>) -> Result<Response, ApiError> {
+pub async fn get(
+    State(s): State<AppState>,
+    PathParams(p): PathParams<NodePath>,
+) -> Result<Response, ApiError> {
     Ok(Json(s.sessions.node(&p.sid, &p.node)?).into_response())
 }
 
 pub async fn delete(
     State(s): State<AppState>,
-    Path(p): Path<NodePath>,
+    PathParams(p): PathParams<NodePath>,
 ) -> Result<StatusCode, ApiError> {
     s.sessions.remove_node(&p.sid, &p.node).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -34,7 +37,7 @@ pub async fn delete(
 
 pub async fn exec(
     State(s): State<AppState>,
-    Path(p): Path<NodePath>,
+    PathParams(p): PathParams<NodePath>,
     JsonBody(req): JsonBody<ExecRequest>,
 ) -> Result<Response, ApiError> {
     Ok(Json(s.sessions.exec(&p.sid, &p.node, req).await?).into_response())
@@ -49,7 +52,7 @@ pub struct UploadQuery {
 /// `PUT .../files?path=`: writes the body into the node (see `Sessions::write_file`).
 pub async fn upload(
     State(s): State<AppState>,
-    Path(p): Path<NodePath>,
+    PathParams(p): PathParams<NodePath>,
     query: Result<Query<UploadQuery>, QueryRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {

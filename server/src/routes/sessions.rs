@@ -1,11 +1,11 @@
 //! `/api/sessions`: create, read, extend and delete sessions; add a node.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::extract::{ClientAddr, JsonBody};
+use super::extract::{ClientAddr, JsonBody, PathParams};
 use super::state::AppState;
 use crate::error::ApiError;
 use crate::provision;
@@ -20,13 +20,16 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
-pub async fn get(State(s): State<AppState>, Path(sid): Path<String>) -> Result<Response, ApiError> {
+pub async fn get(
+    State(s): State<AppState>,
+    PathParams(sid): PathParams<String>,
+) -> Result<Response, ApiError> {
     Ok(Json(s.sessions.view(&sid)?).into_response())
 }
 
 pub async fn delete(
     State(s): State<AppState>,
-    Path(sid): Path<String>,
+    PathParams(sid): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
     s.sessions.delete(&sid).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -34,7 +37,7 @@ pub async fn delete(
 
 pub async fn extend(
     State(s): State<AppState>,
-    Path(sid): Path<String>,
+    PathParams(sid): PathParams<String>,
     JsonBody(req): JsonBody<ExtendRequest>,
 ) -> Result<Response, ApiError> {
     Ok(Json(s.sessions.extend(&sid, req.secs)?).into_response())
@@ -42,7 +45,7 @@ pub async fn extend(
 
 pub async fn add_node(
     State(s): State<AppState>,
-    Path(sid): Path<String>,
+    PathParams(sid): PathParams<String>,
     JsonBody(req): JsonBody<AddNodeRequest>,
 ) -> Result<Response, ApiError> {
     let node = s.sessions.add_node(&sid, req.image).await?;

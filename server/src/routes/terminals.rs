@@ -3,14 +3,14 @@
 //! converts frames.
 
 use axum::extract::ws::{self, Message, WebSocketUpgrade};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use terminals::{Frame, PumpOptions, TerminalQuery};
 use tracing::Instrument;
 
-use super::extract::{check_origin, need_upgrade};
+use super::extract::{check_origin, need_upgrade, PathParams};
 use super::nodes::NodePath;
 use super::state::AppState;
 use crate::error::ApiError;
@@ -24,7 +24,7 @@ const DEFAULT_TERMINAL: &str = "main";
 
 pub async fn terminal(
     State(s): State<AppState>,
-    Path(p): Path<NodePath>,
+    PathParams(p): PathParams<NodePath>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
     ws: Result<WebSocketUpgrade, ws::rejection::WebSocketUpgradeRejection>,

@@ -204,6 +204,22 @@ async fn bad_requests_get_clear_json_errors() {
         StatusCode::BAD_REQUEST,
         "WebSocket",
     );
+    // Path segments that are not UTF-8 once decoded.
+    for (method, uri) in [
+        ("GET", "/api/sessions/%ff"),
+        ("POST", "/api/sessions/%c0%ae/nodes"),
+        ("GET", "/api/sessions/%ff/events"),
+        (
+            "POST",
+            "/api/sessions/0123456789abcdef0123456789abcdef/nodes/%ff/exec",
+        ),
+    ] {
+        error(
+            api.call(method, uri, &[], "").await,
+            StatusCode::BAD_REQUEST,
+            "malformed path",
+        );
+    }
 }
 
 #[tokio::test]

@@ -39,6 +39,7 @@ pub struct ServeOptions {
 pub async fn run(mut opts: ServeOptions, mut runtime: RuntimeConfig) -> anyhow::Result<()> {
     // Handlers first: a signal that arrives once we said we are ready must drain, not kill.
     let shutdown = shutdown_signal()?;
+    raise_fd_limit();
     let disk =
         Runtime::disk_use_of(&runtime.state_dir).context("measure the state directory's disk")?;
     let wanted = opts.sessions.capacity;
@@ -113,6 +114,25 @@ pub async fn run(mut opts: ServeOptions, mut runtime: RuntimeConfig) -> anyhow::
     }
     // Nodes keep running: the next start adopts them.
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one: every WebSocket, terminal and proxied
+/// connection holds descriptors (700 sockets on 10 terminals took 771), and the common soft
+/// limit is 1024. Nodes inherit the raised limit, as Docker's engines have long run with a high
+/// one.
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let show = |n: Option<u64>| n.map_or("unlimited".to_owned(), |n| n.to_string());
+    let mut limit = getrlimit(Resource::Nofile);
+    let soft = limit.current;
+    if soft != limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %e, soft = %show(soft), "raise the open-file limit");
+        }
+    }
+    let limit = getrlimit(Resource::Nofile);
+    tracing::info!(soft = %show(limit.current), hard = %show(limit.maximum), "open-file limit");
 }
 
 /// Installs the SIGTERM and SIGINT handlers now and resolves when one of them fires.

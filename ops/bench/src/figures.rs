@@ -11,7 +11,7 @@ pub(crate) fn ms(d: Duration) -> f64 {
 
 /// Nearest-rank percentile: the smallest sample with at least `p`% of the samples at or below
 /// it (p95 of 20 samples is the 19th smallest).
-fn percentile(xs: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(xs: &[f64], p: f64) -> f64 {
     let v = sorted(xs);
     if v.is_empty() {
         return f64::NAN;

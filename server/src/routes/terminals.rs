@@ -19,6 +19,9 @@ use crate::error::ApiError;
 /// at most one message until the shell takes it, so with the terminal's viewer limit this
 /// bounds the input a terminal holds.
 const MAX_WS_MESSAGE: usize = 4 << 20;
+/// Each socket's read buffer: the library's default (128 KiB, zero-filled before every read)
+/// was most of a viewer's memory; a 1 MiB paste only takes more reads.
+const WS_READ_BUFFER: usize = 16 << 10;
 /// The terminal a viewer gets when it names none.
 const DEFAULT_TERMINAL: &str = "main";
 
@@ -44,6 +47,7 @@ pub async fn terminal(
     let span = tracing::info_span!("terminal", session = %p.sid, node = %p.node);
     Ok(ws
         .max_message_size(MAX_WS_MESSAGE)
+        .read_buffer_size(WS_READ_BUFFER)
         .on_upgrade(move |socket| {
             async move {
                 let (sink, stream) = socket.split();

@@ -210,7 +210,7 @@ fn check_root(euid: u32) -> Check {
 
 #[cfg(test)]
 mod tests {
-    use super::check::{CGROUPS, IPVS, KERNEL, MIRROR};
+    use super::check::{CGROUPS, IPVS, KERNEL, MIRROR, STATE_DIR};
     use super::*;
 
     fn named(name: &str, status: Status) -> Check {
@@ -277,7 +277,14 @@ mod tests {
         assert_eq!(get(CGROUPS).status, Status::Ok, "{}", get(CGROUPS).detail);
         // ops/setup published the seed images.
         assert_eq!(get(MIRROR).status, Status::Ok, "{}", get(MIRROR).detail);
-        assert_eq!(checks.len(), 16);
+        // Nodes reach the default state directory.
+        assert_eq!(
+            get(STATE_DIR).status,
+            Status::Ok,
+            "{}",
+            get(STATE_DIR).detail
+        );
+        assert_eq!(checks.len(), 17);
         // The probe's child was killed and reaped (a zombie would still be listed here;
         // other test threads' children are not).
         let children = fs::read_to_string("/proc/thread-self/children").unwrap();

@@ -47,8 +47,8 @@ pub enum ClientMessage {
 impl ClientMessage {
     /// Parses and validates a text frame.
     pub fn parse(text: &str) -> Result<Self, ProtocolError> {
-        let msg: Self =
-            serde_json::from_str(text).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+        let msg: Self = serde_json::from_str(text)
+            .map_err(|e| ProtocolError::Malformed(shortened(e.to_string())))?;
         if let Self::Resize { cols, rows } = msg {
             if !(WinSize { cols, rows }).is_valid() {
                 return Err(ProtocolError::Size { cols, rows });
@@ -56,6 +56,21 @@ impl ClientMessage {
         }
         Ok(msg)
     }
+}
+
+/// serde's message quotes what it could not take (a `type` of megabytes, say): the error sent
+/// back keeps its start.
+fn shortened(mut message: String) -> String {
+    const MAX: usize = 200;
+    if message.len() > MAX {
+        let mut cut = MAX;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push('…');
+    }
+    message
 }
 
 /// Server to client, in text frames.
@@ -146,6 +161,18 @@ fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_quote_at_most_the_start_of_a_huge_message() {
+        let huge = format!(r#"{{"type":"{}"}}"#, "é".repeat(1 << 20));
+        match ClientMessage::parse(&huge) {
+            Err(ProtocolError::Malformed(m)) => {
+                assert!(m.len() <= 204, "{} bytes", m.len());
+                assert!(m.starts_with("unknown variant"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn parses_client_messages() {

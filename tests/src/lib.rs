@@ -8,10 +8,12 @@
 
 #![forbid(unsafe_code)]
 
+mod rng;
 mod runtime;
 mod server;
 mod sockets;
 
+pub use rng::Rng;
 pub use runtime::{
     runtime_args, sandpit_bin, sha256_hex, stderr, stdout, test_config, with_registry,
     CleanupGuard, KillOnDrop, TestRuntime, IMPORT_BUSYBOX,

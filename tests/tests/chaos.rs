@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use sandpit_tests::TestServer;
+use sandpit_tests::{Rng, TestServer};
 use serde_json::{json, Value};
 
 const ROUNDS: usize = 20;
@@ -21,22 +21,6 @@ const OPS_PER_ROUND: usize = 4;
 /// Confirmed nodes kept at most, so that the run stays small on 2 cores.
 const MAX_NODES: usize = 10;
 const ADMIN_TOKEN: &str = "chaos-admin-token";
-
-/// xorshift64*: small, seeded, good enough to pick moments and operations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 /// What the server confirmed, from the clients' side.
 #[derive(Default, Clone)]
@@ -177,16 +161,16 @@ async fn confirmed_work_survives_twenty_sigkills() {
                 | 1
         });
     eprintln!("chaos seed {seed} (SANDPIT_CHAOS_SEED={seed} replays it)");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut srv = TestServer::start(&["--admin-token", ADMIN_TOKEN, "--max-nodes", "3"]);
     let ledger = Mutex::new(Ledger::default());
     let started = Instant::now();
     for round in 0..ROUNDS {
         let pid = srv.pid();
-        let kill_after = Duration::from_millis(100 + rng.below(2400));
+        let kill_after = Duration::from_millis(100 + rng.below(2400) as u64);
         let ops: Vec<_> = (0..OPS_PER_ROUND)
             .map(|_| {
-                let (kind, r) = (rng.below(4), rng.next());
+                let (kind, r) = (rng.below(4) as u64, rng.next_u64());
                 operate(&srv, &ledger, kind, r)
             })
             .collect();

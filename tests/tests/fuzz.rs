@@ -19,7 +19,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use sandpit_tests::{TestServer, Ws};
+use sandpit_tests::{Rng, TestServer, Ws};
 use serde_json::{json, Value};
 use terminals::ClientMessage;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1267,47 +1267,8 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
                 b.splice(at..end, piece.iter().copied());
             }
             _ if rng.chance(1, 10) => b.extend(std::iter::repeat_n(b' ', 70_000)),
-            _ => b.push(rng.next() as u8),
+            _ => b.push(rng.next_u64() as u8),
         }
     }
     b
-}
-
-/// xorshift64*: small, fast and the same everywhere, so a seed names one sequence.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// A number below `n` (0 when `n` is 0).
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-
-    fn chance(&mut self, num: u64, den: u64) -> bool {
-        self.next() % den < num
-    }
-
-    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        xs[self.below(xs.len())]
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
 }

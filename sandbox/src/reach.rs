@@ -8,11 +8,17 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+/// `path`, or its nearest parent that exists (a state directory before the first start).
+pub(crate) fn nearest_existing(path: &Path) -> &Path {
+    path.ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"))
+}
+
 /// The first directory on the way from `/` to `dir` (as far as it exists, symlinks resolved)
 /// that other users may not enter, with its permission bits.
 pub fn closed_ancestor(dir: &Path) -> Option<(PathBuf, u32)> {
-    let existing = dir.ancestors().find(|a| a.exists())?;
-    let resolved = std::fs::canonicalize(existing).ok()?;
+    let resolved = std::fs::canonicalize(nearest_existing(dir)).ok()?;
     let mut down: Vec<&Path> = resolved.ancestors().collect();
     down.reverse();
     down.into_iter().find_map(|a| {
@@ -70,6 +76,14 @@ impl std::fmt::Display for Unreachable {
 mod tests {
     use super::*;
     use crate::testdir::TempDir;
+
+    #[test]
+    fn the_nearest_existing_parent() {
+        assert_eq!(
+            nearest_existing(Path::new("/proc/self/no/such/dir")),
+            Path::new("/proc/self")
+        );
+    }
 
     #[test]
     fn finds_the_first_closed_directory_from_the_top() {

@@ -108,13 +108,6 @@ pub(super) fn check_bridge_netfilter(
 // ---- disk and memory ----
 
 /// `path` or its closest existing ancestor (the state dir may not exist before first use).
-pub(super) fn nearest_existing(path: &Path) -> PathBuf {
-    path.ancestors()
-        .find(|p| p.exists())
-        .unwrap_or(Path::new("/"))
-        .to_path_buf()
-}
-
 fn disk_status(free_bytes: u64) -> Status {
     if free_bytes < DISK_FAIL_BYTES {
         Status::Fail
@@ -258,10 +251,6 @@ mod tests {
             c.detail.starts_with("1.0 GiB free for /s/state"),
             "{}",
             c.detail
-        );
-        assert_eq!(
-            nearest_existing(Path::new("/proc/self/no/such/dir")),
-            Path::new("/proc/self")
         );
     }
 

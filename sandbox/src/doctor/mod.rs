@@ -38,7 +38,7 @@ pub use check::{Check, Status};
 use check::{IDMAP, ROOT, USERNS, VETH, VXLAN};
 use host::{
     check_bridge_netfilter, check_disk, check_memory, check_state_reach, check_tools, find_tool,
-    nearest_existing, parse_forward_policy, search_dirs, TOOLS_NEEDED,
+    parse_forward_policy, search_dirs, TOOLS_NEEDED,
 };
 use idmap::{idmap_check, idmap_probe_dir, probe_idmapped_mount, IDMAP_FIX};
 use images::{check_base_image, check_registry, mirror_answers};
@@ -146,12 +146,11 @@ pub fn run(input: &Input) -> Vec<Check> {
 
     checks.push(check_base_image(&input.images_dir, &input.default_image));
 
-    let disk_dir = nearest_existing(&input.state_dir);
-    // The casts matter on 32-bit targets, where both are 32-bit.
-    #[allow(clippy::unnecessary_cast)]
-    let free = nix::sys::statvfs::statvfs(&disk_dir)
-        .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64);
-    checks.push(check_disk(&input.state_dir, &disk_dir, free));
+    let disk_dir = crate::reach::nearest_existing(&input.state_dir);
+    let free = crate::Runtime::disk_use_of(&input.state_dir)
+        .map(|d| d.free_bytes)
+        .map_err(|e| crate::kernfs::errno_of(&e));
+    checks.push(check_disk(&input.state_dir, disk_dir, free));
     let nodes_dir = input.runtime_dir.join("nodes");
     checks.push(check_state_reach(
         &nodes_dir,

@@ -44,11 +44,7 @@ impl Runtime {
     /// Measures the filesystem of the state directory `state_dir` (the runtime's, with
     /// `nodes/` in it), or of its nearest existing parent before the first start.
     pub fn disk_use_of(state_dir: &Path) -> std::io::Result<DiskUse> {
-        let existing = state_dir
-            .ancestors()
-            .find(|a| a.exists())
-            .unwrap_or(Path::new("/"));
-        let fs = nix::sys::statvfs::statvfs(existing)?;
+        let fs = nix::sys::statvfs::statvfs(crate::reach::nearest_existing(state_dir))?;
         // The casts matter on 32-bit targets, where these are 32-bit.
         #[allow(clippy::unnecessary_cast)]
         let (free_bytes, total_bytes) = (

@@ -119,6 +119,35 @@ impl Neighbour {
             started.elapsed()
         );
     }
+
+    /// Runs `work` (an abuse) and checks the neighbour every few seconds while it lasts, at
+    /// least once, 2 s in: a long abuse must not pass unchecked, and a terminal left unread for
+    /// its ping interval would be dropped as a dead client.
+    async fn throughout<F: std::future::Future>(
+        &mut self,
+        srv: &TestServer,
+        abuse: &str,
+        work: F,
+    ) -> F::Output {
+        tokio::pin!(work);
+        let mut checked = false;
+        let mut pause = Duration::from_secs(2);
+        loop {
+            tokio::select! {
+                out = &mut work => {
+                    if !checked {
+                        self.still_fine(srv, abuse).await;
+                    }
+                    return out;
+                }
+                _ = tokio::time::sleep(pause) => {
+                    self.still_fine(srv, abuse).await;
+                    checked = true;
+                    pause = Duration::from_secs(5);
+                }
+            }
+        }
+    }
 }
 
 /// Runs `script` in `node` of `sid` for at most `secs`; the exec's answer.
@@ -208,11 +237,9 @@ async fn abuse_in_one_session_leaves_its_neighbour_and_the_host_unharmed() {
     ];
     for (abuse, script, shows, secs) in abuses {
         let node = srv.node(&sid).await["name"].as_str().unwrap().to_owned();
-        let (r, ()) = tokio::join!(abuse_exec(&srv, &sid, &node, script, *secs), async {
-            // Let the abuse get going first.
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            neighbour.still_fine(&srv, abuse).await;
-        });
+        let r = neighbour
+            .throughout(&srv, abuse, abuse_exec(&srv, &sid, &node, script, *secs))
+            .await;
         let out = format!("{}{}", r["stdout"], r["stderr"]);
         assert!(out.contains(shows), "{abuse}: {r}");
         // The abused node still takes a command, once the abuse is over.
@@ -240,10 +267,7 @@ async fn abuse_in_one_session_leaves_its_neighbour_and_the_host_unharmed() {
         }
         bytes
     };
-    let (bytes, ()) = tokio::join!(flood, async {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        neighbour.still_fine(&srv, abuse).await;
-    });
+    let bytes = neighbour.throughout(&srv, abuse, flood).await;
     eprintln!("{abuse}: {} MiB read in {ABUSE_SECS} s", bytes >> 20);
     assert!(bytes > 1 << 20, "{abuse}: the flood flowed ({bytes} bytes)");
     ws.send(Message::binary(b"\x03".to_vec())).await.unwrap();
@@ -264,13 +288,13 @@ async fn abuse_in_one_session_leaves_its_neighbour_and_the_host_unharmed() {
     let script = format!(
         "ok=0; for i in $(seq 3000); do curl -s -m 2 http://{server}:8080/ >/dev/null && ok=$((ok+1)); done; echo ok=$ok"
     );
-    let (r, ()) = tokio::join!(
-        abuse_exec(&srv, &sid, &client, &script, LIMITED_SECS),
-        async {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            neighbour.still_fine(&srv, abuse).await;
-        }
-    );
+    let r = neighbour
+        .throughout(
+            &srv,
+            abuse,
+            abuse_exec(&srv, &sid, &client, &script, LIMITED_SECS),
+        )
+        .await;
     assert_eq!(r["stdout"], "ok=3000\n", "{abuse}: {r}");
     delete_node(&srv, &sid, &client, abuse).await;
     delete_node(&srv, &sid, &server, abuse).await;

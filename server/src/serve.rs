@@ -30,6 +30,7 @@ pub struct ServeOptions {
     pub sessions: SessionConfig,
     pub admin_token: Option<String>,
     pub allowed_origins: Vec<String>,
+    pub pwd_origins: Vec<String>,
     pub max_upload_bytes: usize,
     /// Whether the runtime's node disk cap is the operator's (else it is derived, `disk.rs`).
     pub node_disk_set: bool,
@@ -86,9 +87,11 @@ pub async fn run(mut opts: ServeOptions, mut runtime: RuntimeConfig) -> anyhow::
         metrics,
         admin_token: opts.admin_token,
         allowed_origins: opts.allowed_origins,
+        pwd_origins: opts.pwd_origins,
         max_upload_bytes: opts.max_upload_bytes,
         uploads: Arc::new(tokio::sync::Semaphore::new(MAX_UPLOADS)),
         shutdown: stop_rx.clone(),
+        pwd_viewports: Arc::default(),
     };
     let (live_sessions, session_nodes, _) = sessions.counts();
     tracing::info!(%addr, sessions = live_sessions, nodes = session_nodes, "serving");

@@ -170,6 +170,17 @@ pub enum Event {
 pub struct CreateSession {
     pub template: Option<Template>,
     pub duration_secs: Option<u64>,
+    pub stack: Option<StackRequest>,
+}
+
+/// A compose file that a new session deploys as a swarm stack on its first node: fetched from
+/// `url` (only below the server's `--stack-source`s) or given as `compose`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackRequest {
+    pub url: Option<String>,
+    pub compose: Option<String>,
+    pub name: Option<String>,
 }
 
 /// `POST /api/sessions/{sid}/extend`.

@@ -50,6 +50,19 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     allowed_origins: Vec<String>,
+    /// Origin of pages made for play-with-docker that may use this server (repeatable, e.g.
+    /// https://training.example.org): they get CORS with credentials, and may use the PWD
+    /// routes and WebSocket (docs/pwd.md). None by default.
+    #[arg(long = "pwd-origin", env = "SANDPIT_PWD_ORIGINS", value_delimiter = ',',
+          value_parser = parse_origin)]
+    pwd_origins: Vec<String>,
+    /// URL below which the server may fetch the compose files of stack links
+    /// (`/?stack=URL`; repeatable, e.g.
+    /// https://raw.githubusercontent.com/play-with-docker/stacks/). None by default: the
+    /// server fetches nothing a link names.
+    #[arg(long = "stack-source", env = "SANDPIT_STACK_SOURCES", value_delimiter = ',',
+          value_parser = parse_source)]
+    stack_sources: Vec<url::Url>,
     /// Most terminal output read per second from one node's shell, in MiB: above it the shell's
     /// writes wait, so a flood (`yes`) costs the server bounded CPU.
     #[arg(long, env = "SANDPIT_TERMINAL_READ_MIB", default_value_t = 64,
@@ -60,6 +73,29 @@ pub struct ServeArgs {
     max_upload_mib: usize,
     #[command(flatten)]
     pub(super) rt: RuntimeArgs,
+}
+
+/// An origin as browsers send it: `scheme://host[:port]`, nothing after.
+fn parse_origin(s: &str) -> Result<String, String> {
+    let url = url::Url::parse(s).map_err(|e| format!("{s:?} is not an origin: {e}"))?;
+    let origin = url.origin().ascii_serialization();
+    if !matches!(url.scheme(), "http" | "https") || origin != s.trim_end_matches('/') {
+        return Err(format!(
+            "{s:?} is not an origin; give scheme, host and port only, e.g. https://training.example.org"
+        ));
+    }
+    Ok(origin)
+}
+
+/// A stack source: an http(s) URL; its path is a prefix (a source without a path allows the
+/// whole host).
+fn parse_source(s: &str) -> Result<url::Url, String> {
+    match url::Url::parse(s) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(u),
+        _ => Err(format!(
+            "{s:?} is not an http(s) URL, e.g. https://raw.githubusercontent.com/play-with-docker/stacks/"
+        )),
+    }
 }
 
 /// Nodes this host can hold: one per 384 MiB of memory (an idle node with its engine uses
@@ -98,9 +134,11 @@ impl ServeArgs {
                     read_bytes_per_sec: self.terminal_read_mib << 20,
                     ..Default::default()
                 },
+                stack_sources: self.stack_sources.clone(),
             },
             admin_token: self.admin_token.clone(),
             allowed_origins: self.allowed_origins.clone(),
+            pwd_origins: self.pwd_origins.clone(),
             max_upload_bytes: self.max_upload_mib << 20,
             node_disk_set: self.rt.node_disk_gib.is_some(),
         })

@@ -8,11 +8,11 @@ use axum::extract::ws::{self, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 use tracing::Instrument;
 
 use super::extract::{check_origin, need_upgrade, PathParams};
-use super::state::AppState;
+use super::state::{stopped, AppState};
 use crate::error::ApiError;
 use crate::wire::{EndReason, Event, SessionView};
 
@@ -93,19 +93,6 @@ async fn serve(
                 let _ = socket.send(close(1001, "the server is restarting")).await;
                 return;
             }
-        }
-    }
-}
-
-/// Resolves once the shutdown flag is set (never, if its sender is gone without setting it).
-async fn stopped(rx: &mut watch::Receiver<bool>) {
-    loop {
-        let stop = *rx.borrow_and_update();
-        if stop {
-            return;
-        }
-        if rx.changed().await.is_err() {
-            std::future::pending::<()>().await;
         }
     }
 }

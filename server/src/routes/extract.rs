@@ -104,10 +104,15 @@ pub fn need_upgrade(
 /// Whether a request may come from this page: no Origin (not a browser), the server's own
 /// origin (same host and port), or one of the configured origins.
 fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    origin_allowed_among(headers, &[allowed])
+}
+
+/// [`origin_allowed`] with the allowed origins in several lists.
+pub fn origin_allowed_among(headers: &HeaderMap, lists: &[&[String]]) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
         return true;
     };
-    if allowed.iter().any(|a| a == origin) {
+    if lists.iter().flat_map(|l| l.iter()).any(|a| a == origin) {
         return true;
     }
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());

@@ -9,6 +9,7 @@ mod extract;
 mod images;
 mod nodes;
 mod proxy;
+mod pwd;
 mod sessions;
 mod state;
 mod terminals;
@@ -19,6 +20,7 @@ use axum::routing::{any, get, post, put};
 use axum::Router;
 
 use crate::error::ApiError;
+pub use pwd::Viewports;
 pub use state::{AppState, MAX_UPLOADS};
 
 /// Largest JSON request body.
@@ -55,6 +57,7 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             extract::same_origin_writes,
         ))
+        .merge(pwd::routes(state.clone()))
         // Only the page is compressed: proxied answers stream as the node's server sent them.
         .merge(crate::assets::router().layer(tower_http::compression::CompressionLayer::new()))
         .merge(proxy::routes())
@@ -62,8 +65,24 @@ pub fn app(state: AppState) -> Router {
         // Requests at debug level; a user's app answering 5xx through the proxy is no server
         // failure, and API failures are logged where they are handled (`crate::error`).
         .layer(tower_http::trace::TraceLayer::new_for_http().on_failure(()))
+        .layer(pwd_cors(&state.pwd_origins))
         .with_state(state.clone())
         .layer(axum::middleware::from_fn_with_state(state, proxy::by_host))
+}
+
+/// CORS with credentials for the pages of `--pwd-origin` (none: no grant to anyone). Inside
+/// the port proxy's layer: proxied answers keep the node's own headers.
+fn pwd_cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{header, HeaderName, HeaderValue, Method};
+    let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(origins)
+        .allow_credentials(true)
+        .allow_methods([Method::GET, Method::POST, Method::HEAD, Method::DELETE])
+        .allow_headers([
+            HeaderName::from_static("x-requested-with"),
+            header::CONTENT_TYPE,
+        ])
 }
 
 async fn no_route() -> ApiError {

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::extract::{JsonBody, PathParams};
 use super::state::AppState;
+use tokio::sync::OwnedSemaphorePermit;
 use crate::error::ApiError;
 use crate::wire::ExecRequest;
 
@@ -62,17 +63,13 @@ pub async fn upload(
             e.body_text()
         ))
     })?;
-    // Read only with a permit, held until the file is written: at most MAX_UPLOADS bodies are
-    // in memory at once.
+    // Held until the file is written.
     let mut _permit = None;
-    let read =
-        async {
-            _permit =
-                Some(s.uploads.clone().acquire_owned().await.map_err(|_| {
-                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
-                })?);
-            read_upload(body, s.max_upload_bytes).await
-        };
+    let read = async {
+        let (permit, bytes) = read_upload(&s, body).await?;
+        _permit = Some(permit);
+        Ok::<_, ApiError>(bytes)
+    };
     let done = s
         .sessions
         .write_file(&p.sid, &p.node, &q.path, read)
@@ -80,8 +77,20 @@ pub async fn upload(
     Ok((StatusCode::CREATED, Json(done)).into_response())
 }
 
-async fn read_upload(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
+/// Reads an upload's body (up to `--max-upload-mib`) with a permit: at most `MAX_UPLOADS`
+/// bodies are in memory at once, until their permits are dropped.
+pub(super) async fn read_upload(
+    s: &AppState,
+    body: Body,
+) -> Result<(OwnedSemaphorePermit, Bytes), ApiError> {
+    let permit = s
+        .uploads
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
+    let limit = s.max_upload_bytes;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
         let too_large = std::error::Error::source(&e)
             .is_some_and(|c| c.is::<http_body_util::LengthLimitError>());
         if too_large {
@@ -95,5 +104,6 @@ async fn read_upload(body: Body, limit: usize) -> Result<Bytes, ApiError> {
         } else {
             ApiError::bad_request(format!("read the upload: {e}"))
         }
-    })
+    })?;
+    Ok((permit, bytes))
 }

@@ -14,6 +14,7 @@ use super::extract::{check_origin, need_upgrade, PathParams};
 use super::nodes::NodePath;
 use super::state::AppState;
 use crate::error::ApiError;
+use crate::sessions::MAIN_TERMINAL;
 
 /// Largest WebSocket message a client may send (a big paste arrives in one). Each viewer holds
 /// at most one message until the shell takes it, so with the terminal's viewer limit this
@@ -22,8 +23,6 @@ const MAX_WS_MESSAGE: usize = 4 << 20;
 /// Each socket's read buffer: the library's default (128 KiB, zero-filled before every read)
 /// was most of a viewer's memory; a 1 MiB paste only takes more reads.
 const WS_READ_BUFFER: usize = 16 << 10;
-/// The terminal a viewer gets when it names none.
-const DEFAULT_TERMINAL: &str = "main";
 
 pub async fn terminal(
     State(s): State<AppState>,
@@ -36,7 +35,7 @@ pub async fn terminal(
         .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
     check_origin(&s, &headers)?;
     let ws = need_upgrade(ws)?;
-    let name = q.name.as_deref().unwrap_or(DEFAULT_TERMINAL);
+    let name = q.name.as_deref().unwrap_or(MAIN_TERMINAL);
     if !valid_terminal_name(name) {
         return Err(ApiError::bad_request(
             "name must be 1 to 16 of a-z, 0-9 and '-'",

@@ -35,6 +35,7 @@ fn api(admin_token: Option<&str>) -> Api {
         base_domain: "localhost".into(),
         public_port: 8080,
         terminal: Default::default(),
+        stack_sources: Vec::new(),
     };
     let store = Store::open(&dir.path().join("db")).unwrap();
     let sessions = Sessions::new(
@@ -48,10 +49,12 @@ fn api(admin_token: Option<&str>) -> Api {
         sessions,
         metrics,
         admin_token: admin_token.map(Into::into),
+        pwd_origins: Vec::new(),
         allowed_origins: vec![],
         max_upload_bytes: 1 << 20,
         uploads: Arc::new(tokio::sync::Semaphore::new(MAX_UPLOADS)),
         shutdown,
+        pwd_viewports: Arc::default(),
     };
     Api {
         app: app(state),

@@ -37,6 +37,11 @@ pub enum SessionError {
     Draining,
     #[error("the session is ending")]
     Ending,
+    #[error("this session already has nodes; a setup needs an empty session")]
+    SessionNotEmpty,
+    /// A stack file could not be had from its (allowed) source.
+    #[error("{0}")]
+    StackFetch(String),
     #[error("{step} failed: {message}")]
     Template { step: String, message: String },
     #[error("cannot write {path} in {node}: {reason}")]
@@ -67,7 +72,9 @@ impl SessionError {
             | E::NodeBusy(_)
             | E::NodeNotRunning { .. }
             | E::TerminalLimit { .. }
+            | E::SessionNotEmpty
             | E::Ending => StatusCode::CONFLICT,
+            E::StackFetch(_) => StatusCode::BAD_GATEWAY,
             E::ClientLimit(_) => StatusCode::TOO_MANY_REQUESTS,
             E::AtCapacity(_) | E::DiskLow { .. } | E::Draining => StatusCode::SERVICE_UNAVAILABLE,
             E::WriteTimedOut { .. } => StatusCode::GATEWAY_TIMEOUT,

@@ -35,6 +35,7 @@ use terminals::TerminalOptions;
 use tokio::sync::broadcast;
 
 pub use error::SessionError;
+pub use terminal::MAIN_TERMINAL;
 pub(crate) use state::is_session_id;
 use state::{now_secs, rfc3339};
 
@@ -66,6 +67,8 @@ pub struct SessionConfig {
     pub public_port: u16,
     /// Ring size, read rate and the like of every node terminal.
     pub terminal: TerminalOptions,
+    /// URLs below which stack files may be fetched (`--stack-source`); empty: none.
+    pub stack_sources: Vec<url::Url>,
 }
 
 /// Shortest lifetime a session may ask for.

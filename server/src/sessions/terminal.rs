@@ -10,6 +10,8 @@ use super::state::{live_mut, Session};
 use super::Sessions;
 use crate::node_runtime::NodeShell;
 
+/// The terminal that viewers and play-with-docker pages get when they name none.
+pub const MAIN_TERMINAL: &str = "main";
 /// Terminals a node may have at once.
 const MAX_TERMINALS: usize = 4;
 /// How long a new terminal's shell may take to start.

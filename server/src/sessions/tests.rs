@@ -26,6 +26,7 @@ fn config() -> SessionConfig {
         base_domain: "localhost".into(),
         public_port: 8080,
         terminal: Default::default(),
+        stack_sources: Vec::new(),
     }
 }
 
@@ -359,7 +360,7 @@ async fn a_failed_template_ends_the_session_and_names_the_step() {
     let f = fixture_with(fake, config());
     let req = crate::wire::CreateSession {
         template: Some(Template::OneManagerOneWorker),
-        duration_secs: None,
+        ..Default::default()
     };
     let e = crate::provision::create_session(&f.sessions, req, client(1))
         .await
@@ -391,6 +392,7 @@ async fn a_template_forms_the_swarm_with_roles() {
     let req = crate::wire::CreateSession {
         template: Some(Template::ThreeManagersTwoWorkers),
         duration_secs: Some(600),
+        ..Default::default()
     };
     let view = crate::provision::create_session(&f.sessions, req, client(1))
         .await
@@ -407,4 +409,54 @@ async fn a_template_forms_the_swarm_with_roles() {
     assert_eq!(view.nodes[0].role, Some(Role::Manager));
     let stored = f.store().nodes().unwrap();
     assert_eq!(stored.iter().filter(|n| n.role.is_some()).count(), 5);
+}
+
+#[tokio::test]
+async fn a_setup_forms_the_swarm_and_runs_every_command_in_order() {
+    use crate::provision::{setup, NodePlan};
+    let f = fixture(config());
+    let sid = f.sessions.create(None, None, client(1)).await.unwrap().id;
+    let cmd = |s: &str| vec!["sh".to_string(), "-c".into(), s.into()];
+    let plan = [
+        NodePlan {
+            role: None,
+            run: vec![cmd("echo plain")],
+            ..Default::default()
+        },
+        NodePlan {
+            role: Some(Role::Manager),
+            run: vec![cmd("echo one"), cmd("echo two")],
+            ..Default::default()
+        },
+        NodePlan {
+            role: Some(Role::Worker),
+            ..Default::default()
+        },
+    ];
+    let runs = setup(&f.sessions, &sid, &plan).await.unwrap();
+    let names: Vec<_> = runs.iter().map(|r| r.node.as_str()).collect();
+    assert_eq!(runs.len(), 3);
+    assert_eq!(runs[1].exit_codes, vec![Some(0), Some(0)]);
+    let view = f.sessions.view(&sid).unwrap();
+    let role = |n: &str| view.nodes.iter().find(|v| v.name == n).unwrap().role;
+    assert_eq!(role(names[0]), None);
+    assert_eq!(role(names[1]), Some(Role::Manager));
+    assert_eq!(role(names[2]), Some(Role::Worker));
+    let ran = f.fake.with(|s| s.commands.clone());
+    let at = |needle: &str| ran.iter().position(|c| c.contains(needle)).expect(needle);
+    assert!(at("swarm init") < at("swarm join"), "{ran:?}");
+    assert!(at("echo one") < at("echo two"), "{ran:?}");
+    assert!(ran.iter().any(|c| c.starts_with(&format!("{}: sh -c echo plain", names[0]))), "{ran:?}");
+
+    // A session with nodes takes no setup; a worker needs a manager.
+    let again = setup(&f.sessions, &sid, &plan[..1]).await.unwrap_err();
+    assert!(matches!(again, SessionError::SessionNotEmpty), "{again}");
+    let other = f.sessions.create(None, None, client(1)).await.unwrap().id;
+    let lone = [NodePlan {
+        role: Some(Role::Worker),
+        ..Default::default()
+    }];
+    let e = setup(&f.sessions, &other, &lone).await.unwrap_err();
+    assert!(e.to_string().contains("needs a manager"), "{e}");
+    assert!(f.sessions.view(&other).unwrap().nodes.is_empty());
 }

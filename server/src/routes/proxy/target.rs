@@ -1,5 +1,6 @@
-//! Where a proxied request goes: `{node}-{sid}-{port}.{base}` host names and `/p/{sid}/{node}/
-//! {port}/{rest}` paths, parsed without touching anything.
+//! Where a proxied request goes: `{node}-{sid}-{port}.{base}` host names (and
+//! play-with-docker's `{node}-{sid}-{port}.direct.{base}`) and `/p/{sid}/{node}/{port}/{rest}`
+//! paths, parsed without touching anything.
 
 use axum::extract::Request;
 use axum::http::{header, StatusCode, Uri};
@@ -66,6 +67,8 @@ pub fn port_host(host: &str, base: &str) -> Option<Result<Target, ApiError>> {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     let base = base.trim_end_matches('.').to_ascii_lowercase();
     let label = host.strip_suffix(&base)?.strip_suffix('.')?;
+    // play-with-docker's form, which its pages build: `{node}-{sid}-{port}.direct.{base}`.
+    let label = label.strip_suffix(".direct").unwrap_or(label);
     if label.contains('.') {
         return None;
     }
@@ -110,6 +113,12 @@ mod tests {
             h(&format!("my-node-{SID}-80.localhost")),
             Some(Ok(target("my-node", 80)))
         );
+        // play-with-docker's form.
+        assert_eq!(
+            h(&format!("node1-{SID}-8080.direct.localhost")),
+            Some(Ok(target("node1", 8080)))
+        );
+        assert_eq!(h(&format!("node1-{SID}-80.other.localhost")), None);
         assert!(matches!(
             h(&format!("node1-{SID}-0.localhost")),
             Some(Err(_))

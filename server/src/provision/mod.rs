@@ -106,7 +106,10 @@ pub async fn setup(
             exit_codes,
         })
     });
-    futures_util::future::join_all(runs).await.into_iter().collect()
+    futures_util::future::join_all(runs)
+        .await
+        .into_iter()
+        .collect()
 }
 
 /// A plan fits an empty session of this server, and its swarm has a manager if it has one.
@@ -210,7 +213,10 @@ async fn form(s: &Sessions, sid: &str, plan: &[NodePlan]) -> Result<Vec<String>,
                 ));
                 return result.map(|(name, _)| name);
             }
-            let node = s.add_node(sid, p.image.clone()).await.map_err(create_error)?;
+            let node = s
+                .add_node(sid, p.image.clone())
+                .await
+                .map_err(create_error)?;
             let Some(role) = p.role.filter(|_| leader.is_some()) else {
                 return Ok(node.name);
             };

@@ -68,9 +68,12 @@ impl Stack {
             .terminal(sid, &node, MAIN_TERMINAL)
             .await
             .map_err(|e| step_error("open the terminal", e))?;
-        term.write(format!("docker stack deploy -c {STACK_PATH} {}\n", self.name))
-            .await
-            .map_err(|e| step_error("start the deploy", e))?;
+        term.write(format!(
+            "docker stack deploy -c {STACK_PATH} {}\n",
+            self.name
+        ))
+        .await
+        .map_err(|e| step_error("start the deploy", e))?;
         s.progress(sid, format!("deploying stack {}", self.name));
         Ok(())
     }
@@ -78,7 +81,10 @@ impl Stack {
 
 fn valid_name(name: &str) -> bool {
     (1..=32).contains(&name.len())
-        && name.bytes().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
         && name
             .bytes()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_')
@@ -144,10 +150,16 @@ async fn fetch(url: &Url) -> Result<String, SessionError> {
         .timeout(FETCH_TIMEOUT)
         .build()
         .map_err(|e| failed(&e))?;
-    let mut res = client.get(url.clone()).send().await.map_err(|e| failed(&e))?;
+    let mut res = client
+        .get(url.clone())
+        .send()
+        .await
+        .map_err(|e| failed(&e))?;
     let status = res.status();
     if !status.is_success() {
-        return Err(failed(&format!("HTTP {status} (redirects are not followed)")));
+        return Err(failed(&format!(
+            "HTTP {status} (redirects are not followed)"
+        )));
     }
     let mut body = Vec::new();
     while let Some(chunk) = res.chunk().await.map_err(|e| failed(&e))? {

@@ -10,9 +10,9 @@ use serde::Deserialize;
 
 use super::extract::{JsonBody, PathParams};
 use super::state::AppState;
-use tokio::sync::OwnedSemaphorePermit;
 use crate::error::ApiError;
 use crate::wire::ExecRequest;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// The path's session and node; a malformed id is simply an unknown session.
 #[derive(Deserialize)]

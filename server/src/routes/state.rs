@@ -43,5 +43,3 @@ pub async fn stopped(rx: &mut watch::Receiver<bool>) {
         }
     }
 }
-
-

@@ -35,9 +35,9 @@ use terminals::TerminalOptions;
 use tokio::sync::broadcast;
 
 pub use error::SessionError;
-pub use terminal::MAIN_TERMINAL;
 pub(crate) use state::is_session_id;
 use state::{now_secs, rfc3339};
+pub use terminal::MAIN_TERMINAL;
 
 use crate::metrics::Metrics;
 use crate::node_runtime::NodeRuntime;

@@ -446,7 +446,11 @@ async fn a_setup_forms_the_swarm_and_runs_every_command_in_order() {
     let at = |needle: &str| ran.iter().position(|c| c.contains(needle)).expect(needle);
     assert!(at("swarm init") < at("swarm join"), "{ran:?}");
     assert!(at("echo one") < at("echo two"), "{ran:?}");
-    assert!(ran.iter().any(|c| c.starts_with(&format!("{}: sh -c echo plain", names[0]))), "{ran:?}");
+    assert!(
+        ran.iter()
+            .any(|c| c.starts_with(&format!("{}: sh -c echo plain", names[0]))),
+        "{ran:?}"
+    );
 
     // A session with nodes takes no setup; a worker needs a manager.
     let again = setup(&f.sessions, &sid, &plan[..1]).await.unwrap_err();

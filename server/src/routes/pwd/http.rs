@@ -47,11 +47,14 @@ pub async fn new_session(
         None => None,
         Some(d) => Some(session_duration(d, cfg)?.as_secs()),
     };
-    let stack = form.stack.filter(|u| !u.is_empty()).map(|url| StackRequest {
-        url: Some(url),
-        compose: None,
-        name: form.stack_name.filter(|n| !n.is_empty()),
-    });
+    let stack = form
+        .stack
+        .filter(|u| !u.is_empty())
+        .map(|url| StackRequest {
+            url: Some(url),
+            compose: None,
+            name: form.stack_name.filter(|n| !n.is_empty()),
+        });
     let req = CreateSession {
         template: None,
         duration_secs,
@@ -154,7 +157,11 @@ fn instance(node: &NodeView, sid: &str, host: &str) -> Instance {
 
 /// PWD's image names (`franela/dind`, ...) mean "a node with Docker": one of this server's
 /// base images by its name, else the default.
-fn image(s: &Sessions, name: Option<String>, kind: Option<&str>) -> Result<Option<String>, ApiError> {
+fn image(
+    s: &Sessions,
+    name: Option<String>,
+    kind: Option<&str>,
+) -> Result<Option<String>, ApiError> {
     if kind.is_some_and(|k| k.eq_ignore_ascii_case("windows")) {
         return Err(ApiError::bad_request(
             "Windows instances are not available on sandpit",
@@ -332,7 +339,13 @@ pub async fn user() -> Response {
 }
 
 pub async fn images(State(s): State<AppState>) -> Response {
-    let names: Vec<String> = s.sessions.images().images.into_iter().map(|i| i.name).collect();
+    let names: Vec<String> = s
+        .sessions
+        .images()
+        .images
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
     Json(names).into_response()
 }
 

@@ -34,10 +34,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
     let instance = "/sessions/{sid}/instances/{name}";
     Router::new()
         .route("/", post(http::new_session))
-        .route(
-            "/sessions/{sid}",
-            get(http::session).delete(http::close),
-        )
+        .route("/sessions/{sid}", get(http::session).delete(http::close))
         .route("/sessions/{sid}/close", post(http::close))
         .route("/sessions/{sid}/setup", post(http::setup))
         .route("/sessions/{sid}/instances", post(http::new_instance))

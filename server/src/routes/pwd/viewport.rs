@@ -64,7 +64,8 @@ impl Viewports {
         });
         // A page that leaves does not shrink the others back: the size stays until one speaks.
         if smallest.is_some() {
-            g.size.send_if_modified(|now| std::mem::replace(now, smallest) != smallest);
+            g.size
+                .send_if_modified(|now| std::mem::replace(now, smallest) != smallest);
         }
         if g.sizes.is_empty() && g.size.receiver_count() == 0 {
             all.remove(sid);
@@ -118,6 +119,9 @@ mod tests {
         assert_eq!(*a.size.borrow(), Some(size(130, 45)));
         drop(a);
         drop(other);
-        assert!(v.lock().is_empty(), "groups are removed with their last page");
+        assert!(
+            v.lock().is_empty(),
+            "groups are removed with their last page"
+        );
     }
 }

@@ -8,7 +8,7 @@
 //! session's events become PWD's (`instance new`, `instance delete`, `instance stats`,
 //! `instance docker ports`, `session end`), and sizes follow PWD's rule (`viewport.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -68,6 +68,7 @@ pub async fn socket(
                     sid,
                     seat,
                     out,
+                    events: VecDeque::new(),
                     nodes: HashMap::new(),
                 };
                 let end = page.serve(socket, snapshot, events, queue).await;
@@ -82,8 +83,11 @@ struct Page {
     s: AppState,
     sid: String,
     seat: Seat,
-    /// What the node tasks send to the page.
+    /// Terminal output from the node tasks, bounded: a slow page holds back its viewers.
     out: mpsc::Sender<String>,
+    /// Everything else for the page, sent before more output. Not through `out`, which the
+    /// node tasks may have filled while this page's loop is the one that empties it.
+    events: VecDeque<String>,
     nodes: HashMap<String, Link>,
 }
 
@@ -117,6 +121,12 @@ impl Page {
         let mut heard = true;
         self.follow_all(&snapshot.nodes).await;
         loop {
+            if let Some(text) = self.events.pop_front() {
+                if !send_timed(&mut sink, Message::Text(text.into())).await {
+                    return "page stopped reading";
+                }
+                continue;
+            }
             let send = tokio::select! {
                 Some(text) = queue.recv() => Message::Text(text.into()),
                 ev = events.recv() => match ev {
@@ -178,8 +188,15 @@ impl Page {
 
     /// Follows every running node of `nodes` not followed yet, and forgets the others.
     async fn follow_all(&mut self, nodes: &[NodeView]) {
-        self.nodes
-            .retain(|name, _| nodes.iter().any(|n| &n.name == name));
+        let gone: Vec<String> = (self.nodes.keys())
+            .filter(|name| !nodes.iter().any(|n| &n.name == *name))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.nodes.remove(&name);
+            self.events
+                .push_back(Envelope::text("instance delete", vec![json!(name)]));
+        }
         for node in nodes {
             self.follow(node).await;
         }
@@ -217,27 +234,25 @@ impl Page {
                 json!(proxy_host(&node.name, &self.sid)),
             ],
         );
-        let _ = self.out.send(new).await;
+        self.events.push_back(new);
         let task = tokio::spawn(forward(node.name.clone(), viewer, self.out.clone()));
         let mut link = Link {
             input,
             task,
             ports: Vec::new(),
         };
-        self.ports(&node.name, &mut link, node).await;
+        self.ports(&node.name, &mut link, node);
         self.nodes.insert(node.name.clone(), link);
     }
 
     /// Sends `instance docker ports` when a node's published ports changed.
-    async fn ports(&self, name: &str, link: &mut Link, node: &NodeView) {
+    fn ports(&mut self, name: &str, link: &mut Link, node: &NodeView) {
         let ports: Vec<u16> = node.ports.iter().map(|p| p.port).collect();
         if ports != link.ports {
             link.ports = ports;
             let msg = json!({"instance": name, "ports": link.ports});
-            let _ = self
-                .out
-                .send(Envelope::text("instance docker ports", vec![msg]))
-                .await;
+            self.events
+                .push_back(Envelope::text("instance docker ports", vec![msg]));
         }
     }
 
@@ -245,24 +260,20 @@ impl Page {
         match ev {
             Event::NodeAdded { node } | Event::NodeUpdated { node } => {
                 if let Some(mut link) = self.nodes.remove(&node.name) {
-                    self.ports(&node.name, &mut link, &node).await;
+                    self.ports(&node.name, &mut link, &node);
                     self.nodes.insert(node.name.clone(), link);
                 } else {
                     self.follow(&node).await;
                 }
             }
-            Event::NodeRemoved { name } => {
-                if self.nodes.remove(&name).is_some() {
-                    let _ = self
-                        .out
-                        .send(Envelope::text("instance delete", vec![json!(name)]))
-                        .await;
-                }
+            Event::NodeRemoved { name } if self.nodes.remove(&name).is_some() => {
+                self.events
+                    .push_back(Envelope::text("instance delete", vec![json!(name)]));
             }
             Event::Stats { nodes } => {
                 for (name, stats) in nodes {
                     let msg = Envelope::text("instance stats", vec![stats_json(&name, &stats)]);
-                    let _ = self.out.send(msg).await;
+                    self.events.push_back(msg);
                 }
             }
             _ => {}
@@ -309,12 +320,12 @@ impl Page {
     }
 
     /// A line in a node's terminal on this page only.
-    fn notice(&self, name: &str, text: &str) {
+    fn notice(&mut self, name: &str, text: &str) {
         let msg = Envelope::text(
             "instance terminal out",
             vec![json!(name), json!(format!("\r\n[sandpit: {text}]\r\n"))],
         );
-        let _ = self.out.try_send(msg);
+        self.events.push_back(msg);
     }
 }
 

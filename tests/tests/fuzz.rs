@@ -925,7 +925,12 @@ impl Fuzz<'_> {
 fn judge(method: &str, path: &str, status: u16, body: &[u8], shown: &str) {
     let route = path.split('?').next().unwrap_or_default();
     let documented = match status {
-        503 => method == "POST" && (route == "/api/sessions" || route.ends_with("/nodes")),
+        503 => {
+            method == "POST"
+                && (["/api/sessions", "/"].contains(&route)
+                    || route.ends_with("/nodes")
+                    || route.ends_with("/instances"))
+        }
         502 => error_of(body).is_some_and(|e| e.starts_with("nothing answers on port")),
         _ => false,
     };
@@ -941,7 +946,8 @@ fn judge(method: &str, path: &str, status: u16, body: &[u8], shown: &str) {
     let proxied = route
         .strip_prefix("/p/")
         .is_some_and(|r| r.split('/').take(3).filter(|s| !s.is_empty()).count() == 3);
-    let ours = route.starts_with("/api/") || proxied;
+    let pwd = route.starts_with("/sessions/") || (route == "/" && method == "POST");
+    let ours = route.starts_with("/api/") || proxied || pwd;
     if status >= 400 && ours && method != "HEAD" && !transport {
         assert_json_error(body, &format!("{shown} -> {status}"));
     }
@@ -1156,6 +1162,32 @@ fn random_request(rng: &mut Rng, sid: &str) -> RandomRequest {
         ("GET", "/api/images", b""),
         ("GET", "/api/admin/sessions", b""),
         ("POST", "/api/admin/drain", b""),
+        // The play-with-docker routes (docs/pwd.md); `/close` would end the session.
+        ("POST", "/", b"session-duration=90m&stack_name=x"),
+        ("GET", "/sessions/{sid}", b""),
+        (
+            "POST",
+            "/sessions/{sid}/instances",
+            br#"{"ImageName": "franela/dind", "type": "linux"}"#,
+        ),
+        (
+            "POST",
+            "/sessions/{sid}/setup",
+            br#"{"instances": [{"is_swarm_manager": true, "run": [["true"]]}]}"#,
+        ),
+        (
+            "POST",
+            "/sessions/{sid}/instances/{node}/exec",
+            br#"{"command": ["echo", "fuzz"]}"#,
+        ),
+        (
+            "POST",
+            "/sessions/{sid}/instances/{node}/uploads?path={upload}",
+            b"fuzz",
+        ),
+        ("DELETE", "/sessions/{sid}/instances/{node}", b""),
+        ("GET", "/sessions/{sid}/ws/", b""),
+        ("GET", "/my/playground", b""),
     ]);
     if rng.chance(1, 8) {
         method = rng.pick(&[

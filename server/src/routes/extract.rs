@@ -64,7 +64,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
-fn body_error(e: BytesRejection) -> ApiError {
+/// A body that could not be read, as a JSON error (axum's own is plain text).
+pub(super) fn body_error(e: BytesRejection) -> ApiError {
     let status = e.status();
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         return ApiError::new(status, "the request body is too large");

@@ -61,6 +61,8 @@ pub fn app(state: AppState) -> Router {
         // Only the page is compressed: proxied answers stream as the node's server sent them.
         .merge(crate::assets::router().layer(tower_http::compression::CompressionLayer::new()))
         .merge(proxy::routes())
+        // Paths of no route (`/sessions/{sid}/nope` of the PWD API, say) get a JSON error too.
+        .fallback(no_route)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         // Requests at debug level; a user's app answering 5xx through the proxy is no server
         // failure, and API failures are logged where they are handled (`crate::error`).
@@ -86,10 +88,13 @@ fn pwd_cors(origins: &[String]) -> tower_http::cors::CorsLayer {
 }
 
 async fn no_route() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "no such route; see docs/api.md")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no such route; see docs/api.md (and docs/pwd.md)",
+    )
 }
 
-async fn method_not_allowed() -> ApiError {
+pub(super) async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "this route does not take that method; see docs/api.md",

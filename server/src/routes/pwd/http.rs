@@ -5,14 +5,14 @@
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::super::extract::{ClientAddr, JsonBody, PathParams};
+use super::super::extract::{body_error, ClientAddr, JsonBody, PathParams};
 use super::super::nodes::read_upload;
 use super::super::state::AppState;
 use super::proxy_host;
@@ -38,8 +38,9 @@ pub async fn new_session(
     State(s): State<AppState>,
     ClientAddr(client): ClientAddr,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = body.map_err(body_error)?;
     let form: NewSessionForm = serde_urlencoded::from_bytes(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid form: {e}")))?;
     let cfg = s.sessions.config();

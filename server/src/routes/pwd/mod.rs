@@ -49,6 +49,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/users/me", get(http::user))
         .route("/instances/images", get(http::images))
         .route("/my/playground", get(http::playground))
+        .method_not_allowed_fallback(super::method_not_allowed)
         .route_layer(axum::middleware::from_fn_with_state(state, listed_writes))
 }
 

@@ -436,6 +436,8 @@ mod golden {
                     json!({}),
                     json!({"template": "3m2w"}),
                     json!({"template": "5m", "duration_secs": 3600}),
+                    json!({"stack": {"url": "https://stacks.example.org/demo.yml", "name": "demo"}}),
+                    json!({"stack": {"compose": "services:\n  web:\n    image: nginx\n"}}),
                 ],
             ),
             ("ExtendRequest", vec![json!({}), json!({"secs": 3600})]),

@@ -97,7 +97,8 @@ async fn serve(
     }
 }
 
-fn close(code: u16, reason: &str) -> Message {
+/// A close frame (also the PWD socket's).
+pub(super) fn close(code: u16, reason: &str) -> Message {
     Message::Close(Some(ws::CloseFrame {
         code,
         reason: reason.into(),

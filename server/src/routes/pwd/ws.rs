@@ -23,6 +23,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use super::super::events::close;
 use super::super::extract::{need_upgrade, PathParams};
 use super::super::state::{stopped, AppState};
 use super::text::Utf8Stream;
@@ -400,13 +401,6 @@ where
         tokio::time::timeout(SEND_TIMEOUT, sink.send(msg)).await,
         Ok(Ok(()))
     )
-}
-
-fn close(code: u16, reason: &str) -> Message {
-    Message::Close(Some(ws::CloseFrame {
-        code,
-        reason: reason.into(),
-    }))
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! with real nodes and the registry mirror: Start, a node, `docker run hello-world` in the
 //! terminal, uploads, a published nginx port, reload with scrollback, the 3m2w swarm, expiry.
 //! Screenshots land in `target/web-tests/` (or `$SANDPIT_WEB_OUT`); the page's Start-to-prompt
-//! time is printed as a JSON line.
+//! time is printed as a JSON line. A second test runs a training page made for
+//! play-with-docker against the server, and stack links (`web/tests/pwd.mjs`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -12,6 +13,40 @@ use sandpit_tests::TestServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_in_chromium() {
+    let s = TestServer::start_with_registry(&[]);
+    let url = format!("http://{}", s.addr());
+    run_browser(&s, None, &[("SANDPIT_URL", url)]).await;
+    s.finish().await;
+}
+
+/// A training page made for play-with-docker, on an origin of its own, against the server
+/// (`web/tests/pwd.mjs`); stack links on the landing page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_made_for_play_with_docker_in_chromium() {
+    let (page, other) = (free_port(), free_port());
+    let origin = format!("http://127.0.0.1:{page}");
+    let source = format!("{origin}/stacks/");
+    let s = TestServer::start_with_registry(&["--pwd-origin", &origin, "--stack-source", &source]);
+    // `localhost`, so that port links (`*.direct.localhost`) resolve in the browser.
+    let port = s.addr().rsplit(':').next().expect("a port").to_string();
+    let env = [
+        ("SANDPIT_URL", format!("http://localhost:{port}")),
+        ("SANDPIT_PWD_PAGE_PORT", page.to_string()),
+        ("SANDPIT_PWD_OTHER_PORT", other.to_string()),
+    ];
+    run_browser(&s, Some("pwd"), &env).await;
+    s.finish().await;
+}
+
+/// A loopback port free right now (the browser tests' static sites listen on it).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    l.local_addr().expect("its address").port()
+}
+
+/// Runs `web/tests/run [suite]` with `env` against `s` and fails with its output and the
+/// server's log unless it passed.
+async fn run_browser(s: &TestServer, suite: Option<&'static str>, env: &[(&str, String)]) {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("the workspace")
@@ -19,18 +54,14 @@ async fn the_page_in_chromium() {
     let out = std::env::var_os("SANDPIT_WEB_OUT")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo.join("target/web-tests"));
-    let s = TestServer::start_with_registry(&[]);
-    let url = format!("http://{}", s.addr());
-    let run = repo.join("web/tests/run");
-    let result = tokio::task::spawn_blocking(move || {
-        Command::new(run)
-            .env("SANDPIT_URL", url)
-            .env("SANDPIT_WEB_OUT", &out)
-            .output()
-            .expect("run web/tests/run")
-    })
-    .await
-    .unwrap();
+    let mut cmd = Command::new(repo.join("web/tests/run"));
+    cmd.args(suite).env("SANDPIT_WEB_OUT", &out);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let result = tokio::task::spawn_blocking(move || cmd.output().expect("run web/tests/run"))
+        .await
+        .unwrap();
     let stdout = String::from_utf8_lossy(&result.stdout);
     let stderr = String::from_utf8_lossy(&result.stderr);
     // The benchmark line, for whoever reads the test output.
@@ -41,5 +72,4 @@ async fn the_page_in_chromium() {
         result.status,
         s.log_tail()
     );
-    s.finish().await;
 }

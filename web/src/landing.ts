@@ -1,7 +1,10 @@
 // The landing page: one sentence on what this is, Start, the templates, the session length.
+// A stack link (`/?stack=URL&stack_name=NAME`, play-with-docker's) says what it deploys, and
+// Start makes that session instead: the server fetches the file (only from the sources its
+// operator allows) and node1 runs the deploy in its terminal.
 
 import { ApiError, TEMPLATES, api } from "./api";
-import type { Session, TemplateId } from "./wire";
+import type { Session, StackRequest, TemplateId } from "./wire";
 import { formatDuration, h } from "./dom";
 
 /** The server's default session length when it does not say (docs/api.md: 4 hours). */
@@ -12,6 +15,7 @@ export function renderLanding(root: HTMLElement, onStarted: (s: Session) => void
   const status = h("p", { class: "status", "aria-live": "polite" });
   const length = h("span", {}, formatDuration(DEFAULT_SESSION_SECS));
   const buttons: HTMLButtonElement[] = [];
+  const stack = stackOfLink(new URLSearchParams(location.search));
 
   async function start(template: TemplateId | undefined, button: HTMLButtonElement) {
     for (const b of buttons) b.disabled = true;
@@ -23,12 +27,14 @@ export function renderLanding(root: HTMLElement, onStarted: (s: Session) => void
       const secs = Math.round((performance.now() - t0) / 1000);
       status.textContent = template
         ? `Starting ${nodes} nodes and forming the swarm… ${secs ? `${secs} s` : ""}`
-        : "Starting your session…";
+        : stack
+          ? `Starting a swarm manager for the stack… ${secs ? `${secs} s` : ""}`
+          : "Starting your session…";
     };
     tick();
     const timer = window.setInterval(tick, 1000);
     try {
-      const session = await api.createSession(template ? { template } : {});
+      const session = await api.createSession(template ? { template } : stack ? { stack } : {});
       onStarted(session);
     } catch (e) {
       error.textContent = `Could not start a session: ${e instanceof ApiError ? e.message : String(e)}`;
@@ -61,6 +67,21 @@ export function renderLanding(root: HTMLElement, onStarted: (s: Session) => void
     return h("li", {}, b);
   });
 
+  // A stack link makes one kind of session: the templates are not offered beside it.
+  const choices = stack
+    ? [
+        h(
+          "p",
+          { class: "stack-note", "data-test": "stack-note" },
+          "This link deploys the stack ",
+          h("strong", {}, stack.name ?? "pwd"),
+          " from ",
+          h("code", {}, stack.url ?? ""),
+          " on a swarm manager of a new session.",
+        ),
+      ]
+    : [h("h2", {}, "Or start with a swarm"), h("ul", { class: "templates" }, templateButtons)];
+
   root.replaceChildren(
     h(
       "main",
@@ -71,10 +92,10 @@ export function renderLanding(root: HTMLElement, onStarted: (s: Session) => void
         { class: "lead" },
         "A Docker playground in your browser: press Start and get Linux nodes, each with its own Docker engine and a shell right here.",
       ),
+      ...(stack ? choices : []),
       h("div", { class: "start-row" }, startButton, status),
       error,
-      h("h2", {}, "Or start with a swarm"),
-      h("ul", { class: "templates" }, templateButtons),
+      ...(stack ? [] : choices),
       h(
         "p",
         { class: "fineprint" },
@@ -96,4 +117,12 @@ export function renderLanding(root: HTMLElement, onStarted: (s: Session) => void
       }
     })
     .catch(() => {});
+}
+
+/** The stack a link names (`?stack=URL&stack_name=NAME`), or null. The page never fetches it. */
+function stackOfLink(q: URLSearchParams): StackRequest | null {
+  const url = q.get("stack")?.trim();
+  if (!url) return null;
+  const name = q.get("stack_name")?.trim();
+  return name ? { url, name } : { url };
 }

@@ -119,6 +119,15 @@ export interface ApiError {
 export interface CreateSessionRequest {
   template?: TemplateId;
   duration_secs?: number;
+  stack?: StackRequest;
+}
+
+/** A compose file the new session deploys on node1 (`docs/pwd.md`): a `url` the server may
+ * fetch (`--stack-source`) or the file itself. */
+export interface StackRequest {
+  url?: string;
+  compose?: string;
+  name?: string;
 }
 
 /** `POST /api/sessions/{sid}/extend`. */

@@ -79,6 +79,21 @@ impl Stack {
     }
 }
 
+/// Waits (at most 5 s) until a new shell has printed its welcome and prompt, so the command
+/// typed next shows after them rather than echoed above them.
+async fn settle(term: &terminals::Terminal) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut seen = term.offset();
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = term.offset();
+        if now > 0 && now == seen {
+            return;
+        }
+        seen = now;
+    }
+}
+
 fn valid_name(name: &str) -> bool {
     (1..=32).contains(&name.len())
         && name

@@ -122,7 +122,13 @@ const apiShapes: { [K in keyof ApiTypes]: TopShape<ApiTypes[K]> } = {
   },
   Uploaded: { fields: { path: "value", size: "value" } },
   ApiError: { fields: { error: "value" } },
-  CreateSessionRequest: { fields: { template: "value", duration_secs: "value" } },
+  CreateSessionRequest: {
+    fields: {
+      template: "value",
+      duration_secs: "value",
+      stack: { fields: { url: "value", compose: "value", name: "value" } },
+    },
+  },
   ExtendRequest: { fields: { secs: "value" } },
   AddNodeRequest: { fields: { image: "value" } },
   ExecRequest: { fields: { cmd: { items: "value" }, stdin: "value", timeout_secs: "value" } },

@@ -191,10 +191,12 @@ pub struct ExtendRequest {
 }
 
 /// `POST /api/sessions/{sid}/nodes`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AddNodeRequest {
     pub image: Option<String>,
+    /// The node's name (and hostname); the first free `nodeN` when absent.
+    pub name: Option<String>,
 }
 
 /// `POST /api/sessions/{sid}/nodes/{node}/exec`.
@@ -443,7 +445,11 @@ mod golden {
             ("ExtendRequest", vec![json!({}), json!({"secs": 3600})]),
             (
                 "AddNodeRequest",
-                vec![json!({}), json!({"image": "bookworm"})],
+                vec![
+                    json!({}),
+                    json!({"image": "bookworm"}),
+                    json!({"name": "manager1"}),
+                ],
             ),
             (
                 "ExecRequest",

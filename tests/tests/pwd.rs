@@ -449,17 +449,34 @@ async fn setups_and_stack_links() {
     ]});
     let (status, v) = pwd(&s, "POST", &format!("/sessions/{sid}/setup"), body.clone()).await;
     assert_eq!(status, 200, "{v}");
-    assert_eq!(v["instances"]["node1"], json!([0, 0]), "{v}");
+    assert_eq!(v["instances"]["manager1"], json!([0, 0]), "{v}");
+    // The nodes have the setup's names, as hostnames and in the swarm.
     let nodes = s
         .sh(
             &sid,
-            "node1",
+            "manager1",
             "docker node ls --format '{{.Hostname}} {{.Status}}' | sort",
         )
         .await;
-    assert_eq!(nodes["stdout"], "node1 Ready\nnode2 Ready\n", "{nodes}");
-    let ran = s.sh(&sid, "node2", "cat /root/ran").await;
-    assert_eq!(ran["stdout"], "w\nactive\n", "{ran}");
+    assert_eq!(
+        nodes["stdout"], "manager1 Ready\nworker1 Ready\n",
+        "{nodes}"
+    );
+    let ran = s
+        .sh(
+            &sid,
+            "worker1",
+            "cat /root/ran; ping -c1 -W2 manager1 >/dev/null && echo reached",
+        )
+        .await;
+    assert_eq!(ran["stdout"], "w\nactive\nreached\n", "{ran}");
+    // Names through sandpit's own API: taken, or not a name.
+    for (name, want) in [("manager1", 409), ("Bad_Name", 400)] {
+        let (status, v) = s
+            .post(&format!("/api/sessions/{sid}/nodes"), json!({"name": name}))
+            .await;
+        assert_eq!(status, want, "{name}: {v}");
+    }
     let (status, v) = pwd(&s, "POST", &format!("/sessions/{sid}/setup"), body).await;
     assert_eq!(status, 409, "a session with instances takes no setup: {v}");
     assert_eq!(s.delete(&format!("/api/sessions/{sid}")).await.0, 204);

@@ -138,6 +138,8 @@ export interface ExtendRequest {
 /** `POST /api/sessions/{sid}/nodes`. */
 export interface AddNodeRequest {
   image?: string;
+  /** The node's name; the first free `nodeN` when absent. */
+  name?: string;
 }
 
 /** `POST .../exec`. */

@@ -14,18 +14,19 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::sessions::valid_node_name;
 use crate::sessions::{SessionError, Sessions};
-use crate::wire::{CreateSession, ExecRequest, Role, SessionView};
+use crate::wire::{AddNodeRequest, CreateSession, ExecRequest, Role, SessionView};
 
 /// How long one docker command of a template may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// One node of a plan: its part in the swarm (None: not in it), its image (None: the
-/// default) and the commands it runs, in order, once the swarm is formed.
+/// One node of a plan: its part in the swarm (None: not in it), its image and name (None:
+/// the defaults) and the commands it runs, in order, once the swarm is formed.
 #[derive(Debug, Clone, Default)]
 pub struct NodePlan {
     pub role: Option<Role>,
-    pub image: Option<String>,
+    pub node: AddNodeRequest,
     pub run: Vec<Vec<String>>,
 }
 
@@ -128,6 +129,22 @@ fn check_plan(s: &Sessions, sid: &str, plan: &[NodePlan]) -> Result<(), SessionE
             "a swarm worker needs a manager in the same setup".into(),
         ));
     }
+    let names: Vec<&str> = plan.iter().filter_map(|p| p.node.name.as_deref()).collect();
+    if let Some(bad) = names.iter().find(|n| !valid_node_name(n)) {
+        return Err(SessionError::Invalid(format!(
+            "{bad:?} cannot name a node: a-z, 0-9 and '-', at most 24"
+        )));
+    }
+    if let Some(twice) = names
+        .iter()
+        .enumerate()
+        .find(|(i, n)| names[..*i].contains(n))
+    {
+        return Err(SessionError::Invalid(format!(
+            "the setup names two nodes {:?}",
+            twice.1
+        )));
+    }
     if plan.iter().flat_map(|p| &p.run).any(|c| c.is_empty()) {
         return Err(SessionError::Invalid(
             "every run command names a program, e.g. [\"docker\", \"ps\"]".into(),
@@ -204,7 +221,7 @@ async fn form(s: &Sessions, sid: &str, plan: &[NodePlan]) -> Result<Vec<String>,
         let (swarm_tx, manager_joins) = (&swarm_tx, &manager_joins);
         async move {
             if Some(i) == leader {
-                let result = init(s, sid, p.image.clone()).await;
+                let result = init(s, sid, p.node.clone()).await;
                 let _ = swarm_tx.send(Some(
                     result
                         .as_ref()
@@ -214,7 +231,7 @@ async fn form(s: &Sessions, sid: &str, plan: &[NodePlan]) -> Result<Vec<String>,
                 return result.map(|(name, _)| name);
             }
             let node = s
-                .add_node(sid, p.image.clone())
+                .add_node(sid, p.node.clone())
                 .await
                 .map_err(create_error)?;
             let Some(role) = p.role.filter(|_| leader.is_some()) else {
@@ -263,9 +280,9 @@ async fn form(s: &Sessions, sid: &str, plan: &[NodePlan]) -> Result<Vec<String>,
 async fn init(
     s: &Sessions,
     sid: &str,
-    image: Option<String>,
+    node: AddNodeRequest,
 ) -> Result<(String, (String, String, String)), SessionError> {
-    let node = s.add_node(sid, image).await.map_err(create_error)?;
+    let node = s.add_node(sid, node).await.map_err(create_error)?;
     let ip = node
         .ip
         .ok_or_else(|| step_error("swarm init", "the first node has no address"))?

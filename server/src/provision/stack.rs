@@ -57,7 +57,7 @@ impl Stack {
     /// Makes the first node a swarm manager, writes the file into it and types the deploy into
     /// its terminal.
     pub async fn deploy(self, s: &Sessions, sid: &str) -> Result<(), SessionError> {
-        let (node, _) = init(s, sid, None).await?;
+        let (node, _) = init(s, sid, Default::default()).await?;
         let compose = Bytes::from(self.compose);
         s.write_file(sid, &node, STACK_PATH, async {
             Ok::<_, SessionError>(compose)
@@ -68,6 +68,7 @@ impl Stack {
             .terminal(sid, &node, MAIN_TERMINAL)
             .await
             .map_err(|e| step_error("open the terminal", e))?;
+        settle(&term).await;
         term.write(format!(
             "docker stack deploy -c {STACK_PATH} {}\n",
             self.name

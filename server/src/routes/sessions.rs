@@ -48,6 +48,6 @@ pub async fn add_node(
     PathParams(sid): PathParams<String>,
     JsonBody(req): JsonBody<AddNodeRequest>,
 ) -> Result<Response, ApiError> {
-    let node = s.sessions.add_node(&sid, req.image).await?;
+    let node = s.sessions.add_node(&sid, req).await?;
     Ok((StatusCode::CREATED, Json(node)).into_response())
 }

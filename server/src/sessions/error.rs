@@ -16,6 +16,8 @@ pub enum SessionError {
     Invalid(String),
     #[error("this session already has {0} nodes, its limit; delete one first")]
     NodeLimit(usize),
+    #[error("this session already has a node named {0:?}")]
+    NameTaken(String),
     #[error("node {0:?} is being created or removed; try again in a moment")]
     NodeBusy(String),
     #[error("node {node:?} already has {max} terminals ({open}); use one of them")]
@@ -69,6 +71,7 @@ impl SessionError {
             E::UnknownSession(_) | E::UnknownNode(_) => StatusCode::NOT_FOUND,
             E::Invalid(_) | E::WriteFailed { .. } => StatusCode::BAD_REQUEST,
             E::NodeLimit(_)
+            | E::NameTaken(_)
             | E::NodeBusy(_)
             | E::NodeNotRunning { .. }
             | E::TerminalLimit { .. }

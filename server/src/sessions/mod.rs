@@ -35,7 +35,7 @@ use terminals::TerminalOptions;
 use tokio::sync::broadcast;
 
 pub use error::SessionError;
-pub(crate) use state::is_session_id;
+pub(crate) use state::{is_session_id, valid_node_name};
 use state::{now_secs, rfc3339};
 pub use terminal::MAIN_TERMINAL;
 

@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::error::SessionError;
-use super::state::{live, live_mut, NodeMeta, NodeState};
+use super::state::{live, live_mut, valid_node_name, NodeMeta, NodeState, MAX_NODE_NAME};
 use super::Sessions;
 use crate::node_runtime::Command;
 use crate::store::NodeRow;
-use crate::wire::{Event, ExecRequest, ExecResult, NodeStatus, NodeView, Role, Uploaded};
+use crate::wire::{
+    AddNodeRequest, Event, ExecRequest, ExecResult, NodeStatus, NodeView, Role, Uploaded,
+};
 
 /// Timeout of a command when the request names none.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -86,14 +88,17 @@ impl Sessions {
         Ok(self.node_view(sid, name, m))
     }
 
-    /// Adds a node and answers once its engine is ready.
-    pub async fn add_node(
-        &self,
-        sid: &str,
-        image: Option<String>,
-    ) -> Result<NodeView, SessionError> {
+    /// Adds a node (named as asked, or the first free `nodeN`) and answers once its engine is
+    /// ready.
+    pub async fn add_node(&self, sid: &str, req: AddNodeRequest) -> Result<NodeView, SessionError> {
         self.check_draining()?;
-        let image = image.unwrap_or_else(|| self.runtime.default_image());
+        if let Some(name) = req.name.as_deref().filter(|n| !valid_node_name(n)) {
+            return Err(SessionError::Invalid(format!(
+                "{name:?} cannot name a node: 1 to {MAX_NODE_NAME} of a-z, 0-9 and '-', \
+                 starting with a letter or digit, not ending in '-', not \"registry\""
+            )));
+        }
+        let image = req.image.unwrap_or_else(|| self.runtime.default_image());
         let name = {
             let mut inner = self.lock();
             let total: usize = inner.values().map(|s| s.nodes.len()).sum();
@@ -103,7 +108,7 @@ impl Sessions {
                 return Err(SessionError::AtCapacity(self.cfg.capacity));
             }
             self.check_disk()?;
-            let name = s.free_node_name();
+            let name = s.node_name_for(req.name.as_deref())?;
             s.nodes.insert(
                 name.clone(),
                 NodeMeta::new(image.clone(), None, NodeState::Creating),

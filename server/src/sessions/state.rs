@@ -121,12 +121,19 @@ impl Session {
         Ok(())
     }
 
-    /// The first `nodeN` not taken.
-    pub fn free_node_name(&self) -> String {
-        (1..)
-            .map(|i| format!("node{i}"))
-            .find(|n| !self.nodes.contains_key(n))
-            .expect("a free name")
+    /// The name a new node gets: the one asked for if it is free, else the first `nodeN` not
+    /// taken.
+    pub fn node_name_for(&self, wanted: Option<&str>) -> Result<String, SessionError> {
+        match wanted {
+            Some(name) if self.nodes.contains_key(name) => {
+                Err(SessionError::NameTaken(name.into()))
+            }
+            Some(name) => Ok(name.into()),
+            None => Ok((1..)
+                .map(|i| format!("node{i}"))
+                .find(|n| !self.nodes.contains_key(n))
+                .expect("a free name")),
+        }
     }
 
     /// Starts the end: from now on the session is invisible to clients.
@@ -185,6 +192,25 @@ pub(super) fn new_session_id() -> Result<String, SessionError> {
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
+/// Longest node name: `{node}-{sid}-{port}` must stay one DNS label (63 bytes) for the port
+/// proxy's host names.
+pub const MAX_NODE_NAME: usize = 24;
+
+/// Whether `name` may name a node: a DNS label of at most [`MAX_NODE_NAME`] bytes of a-z, 0-9
+/// and '-', and not the name of the session registry.
+pub fn valid_node_name(name: &str) -> bool {
+    (1..=MAX_NODE_NAME).contains(&name.len())
+        && name != "registry"
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && !name.ends_with('-')
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+}
+
 /// Whether `s` has the shape of a session id; anything else is an unknown session.
 pub fn is_session_id(s: &str) -> bool {
     s.len() == 32
@@ -219,14 +245,38 @@ mod tests {
     }
 
     #[test]
-    fn node_names_fill_the_first_gap() {
+    fn node_names_fill_the_first_gap_or_are_asked_for() {
         let mut s = session();
-        assert_eq!(s.free_node_name(), "node1");
-        for n in ["node1", "node3"] {
+        assert_eq!(s.node_name_for(None).unwrap(), "node1");
+        for n in ["node1", "node3", "manager1"] {
             s.nodes
                 .insert(n.into(), NodeMeta::new("x".into(), None, NodeState::Ready));
         }
-        assert_eq!(s.free_node_name(), "node2");
+        assert_eq!(s.node_name_for(None).unwrap(), "node2");
+        assert_eq!(s.node_name_for(Some("worker1")).unwrap(), "worker1");
+        assert!(matches!(
+            s.node_name_for(Some("manager1")),
+            Err(SessionError::NameTaken(_))
+        ));
+    }
+
+    #[test]
+    fn node_names_are_short_dns_labels() {
+        for ok in ["node1", "manager-1", "a", &"a".repeat(MAX_NODE_NAME)] {
+            assert!(valid_node_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "Node1",
+            "-a",
+            "a-",
+            "a.b",
+            "a_b",
+            "registry",
+            &"a".repeat(MAX_NODE_NAME + 1),
+        ] {
+            assert!(!valid_node_name(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -70,14 +70,18 @@ async fn new_session(f: &Fixture) -> String {
 async fn no_node_is_made_while_the_disk_is_below_its_reserve() {
     let f = fixture(config());
     let sid = new_session(&f).await;
-    f.sessions.add_node(&sid, None).await.unwrap();
+    f.sessions.add_node(&sid, Default::default()).await.unwrap();
     // Something else fills the host's disk.
     f.fake.with(|s| s.disk_free = Some(3 << 30));
     f.sessions.sample_disk();
     let h = f.sessions.health();
     assert!(h.disk_low, "{h:?}");
     assert_eq!(h.disk_free_bytes, Some(3 << 30));
-    let e = f.sessions.add_node(&sid, None).await.unwrap_err();
+    let e = f
+        .sessions
+        .add_node(&sid, Default::default())
+        .await
+        .unwrap_err();
     assert!(matches!(e, SessionError::DiskLow { .. }), "{e:?}");
     assert_eq!(e.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
@@ -97,11 +101,11 @@ async fn no_node_is_made_while_the_disk_is_below_its_reserve() {
     f.fake.with(|s| s.disk_free = Some(5 << 30));
     f.sessions.sample_disk();
     assert!(!f.sessions.health().disk_low);
-    f.sessions.add_node(&sid, None).await.unwrap();
+    f.sessions.add_node(&sid, Default::default()).await.unwrap();
     f.fake.with(|s| s.disk_free = None);
     f.sessions.sample_disk();
     assert_eq!(f.sessions.health().disk_free_bytes, None);
-    f.sessions.add_node(&sid, None).await.unwrap();
+    f.sessions.add_node(&sid, Default::default()).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -116,7 +120,7 @@ async fn node_limits_hold_under_concurrent_requests() {
     let (a, b) = (new_session(&f).await, new_session(&f).await);
     let add = |sid: String| {
         let s = f.sessions.clone();
-        tokio::spawn(async move { s.add_node(&sid, None).await })
+        tokio::spawn(async move { s.add_node(&sid, Default::default()).await })
     };
     let mut tasks: Vec<_> = (0..12).map(|_| add(a.clone())).collect();
     tasks.extend((0..12).map(|_| add(b.clone())));
@@ -196,14 +200,21 @@ async fn a_removed_node_frees_its_slot_and_name() {
     cfg.max_nodes = 2;
     let f = fixture(cfg);
     let sid = new_session(&f).await;
-    f.sessions.add_node(&sid, None).await.unwrap();
-    f.sessions.add_node(&sid, None).await.unwrap();
+    f.sessions.add_node(&sid, Default::default()).await.unwrap();
+    f.sessions.add_node(&sid, Default::default()).await.unwrap();
     assert!(matches!(
-        f.sessions.add_node(&sid, None).await,
+        f.sessions.add_node(&sid, Default::default()).await,
         Err(SessionError::NodeLimit(2))
     ));
     f.sessions.remove_node(&sid, "node1").await.unwrap();
-    assert_eq!(f.sessions.add_node(&sid, None).await.unwrap().name, "node1");
+    assert_eq!(
+        f.sessions
+            .add_node(&sid, Default::default())
+            .await
+            .unwrap()
+            .name,
+        "node1"
+    );
     let e = f.sessions.remove_node(&sid, "node9").await.unwrap_err();
     assert!(matches!(e, SessionError::UnknownNode(_)), "{e}");
     let e = f.sessions.node_address(B, "node1").unwrap_err();
@@ -220,7 +231,7 @@ async fn draining_refuses_new_sessions_and_nodes() {
         Err(SessionError::Draining)
     ));
     assert!(matches!(
-        f.sessions.add_node(&sid, None).await,
+        f.sessions.add_node(&sid, Default::default()).await,
         Err(SessionError::Draining)
     ));
     // What exists goes on.
@@ -242,7 +253,7 @@ async fn gone(f: &Fixture, sid: &str) {
 async fn expiry_warns_once_then_ends_the_session() {
     let f = fixture(config());
     let sid = new_session(&f).await;
-    f.sessions.add_node(&sid, None).await.unwrap();
+    f.sessions.add_node(&sid, Default::default()).await.unwrap();
     let mut events = f.sessions.events(&sid).unwrap();
     let expires = f.sessions.lock()[&sid].row.expires_at;
     f.sessions.expire_due(expires - 400);
@@ -425,8 +436,11 @@ async fn a_setup_forms_the_swarm_and_runs_every_command_in_order() {
         },
         NodePlan {
             role: Some(Role::Manager),
+            node: crate::wire::AddNodeRequest {
+                name: Some("manager1".into()),
+                ..Default::default()
+            },
             run: vec![cmd("echo one"), cmd("echo two")],
-            ..Default::default()
         },
         NodePlan {
             role: Some(Role::Worker),
@@ -435,7 +449,7 @@ async fn a_setup_forms_the_swarm_and_runs_every_command_in_order() {
     ];
     let runs = setup(&f.sessions, &sid, &plan).await.unwrap();
     let names: Vec<_> = runs.iter().map(|r| r.node.as_str()).collect();
-    assert_eq!(runs.len(), 3);
+    assert_eq!(names, ["node1", "manager1", "node2"]);
     assert_eq!(runs[1].exit_codes, vec![Some(0), Some(0)]);
     let view = f.sessions.view(&sid).unwrap();
     let role = |n: &str| view.nodes.iter().find(|v| v.name == n).unwrap().role;

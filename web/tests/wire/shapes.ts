@@ -130,7 +130,7 @@ const apiShapes: { [K in keyof ApiTypes]: TopShape<ApiTypes[K]> } = {
     },
   },
   ExtendRequest: { fields: { secs: "value" } },
-  AddNodeRequest: { fields: { image: "value" } },
+  AddNodeRequest: { fields: { image: "value", name: "value" } },
   ExecRequest: { fields: { cmd: { items: "value" }, stdin: "value", timeout_secs: "value" } },
 };
 

@@ -22,8 +22,10 @@ use super::wire::{
 };
 use crate::error::ApiError;
 use crate::provision::{self, NodePlan};
-use crate::sessions::{SessionConfig, SessionError, Sessions, MIN_LIFETIME};
-use crate::wire::{CreateSession, ExecRequest, NodeView, Role, StackRequest, Uploaded};
+use crate::sessions::{valid_node_name, SessionConfig, SessionError, Sessions, MIN_LIFETIME};
+use crate::wire::{
+    AddNodeRequest, CreateSession, ExecRequest, NodeView, Role, StackRequest, Uploaded,
+};
 
 /// The path's session and instance.
 #[derive(Deserialize)]
@@ -178,7 +180,16 @@ pub async fn new_instance(
     JsonBody(req): JsonBody<NewInstance>,
 ) -> Result<Response, ApiError> {
     let image = image(&s.sessions, req.image_name, req.kind.as_deref())?;
-    let node = s.sessions.add_node(&sid, image).await?;
+    // PWD's pages ask for `node1`, `node2`, ... or names of their own; one that cannot be had
+    // (not a node name, or taken) gets the next free `nodeN`, as PWD would not refuse it.
+    let taken = s.sessions.view(&sid)?.nodes;
+    let name = req
+        .hostname
+        .filter(|h| valid_node_name(h) && !taken.iter().any(|n| &n.name == h));
+    let node = s
+        .sessions
+        .add_node(&sid, AddNodeRequest { image, name })
+        .await?;
     let host = public_host(s.sessions.config());
     Ok(Json(instance(&node, &sid, &host)).into_response())
 }
@@ -222,7 +233,10 @@ pub async fn setup(
             };
             Ok(NodePlan {
                 role,
-                image: image(&s.sessions, i.image, i.kind.as_deref())?,
+                node: AddNodeRequest {
+                    image: image(&s.sessions, i.image, i.kind.as_deref())?,
+                    name: i.hostname,
+                },
                 run: i.run,
             })
         })

@@ -59,6 +59,8 @@ pub struct Instance {
 pub struct NewInstance {
     #[serde(rename = "ImageName")]
     pub image_name: Option<String>,
+    #[serde(rename = "Hostname")]
+    pub hostname: Option<String>,
     #[serde(rename = "type")]
     pub kind: Option<String>,
 }
@@ -72,6 +74,8 @@ pub struct Setup {
 
 #[derive(Debug, Default, Deserialize)]
 pub struct SetupInstance {
+    /// The node's name.
+    pub hostname: Option<String>,
     pub image: Option<String>,
     #[serde(default)]
     pub is_swarm_manager: bool,

@@ -73,6 +73,42 @@ pub(super) fn body_error(e: BytesRejection) -> ApiError {
     ApiError::new(status, format!("read the request body: {}", e.body_text()))
 }
 
+/// A query string parsed strictly: serde's decoder turns bytes that are not UTF-8 into U+FFFD
+/// without a word, so `?path=%ff` would name a file `U+FFFD`; this refuses it with a JSON
+/// error, as it does every query that does not parse.
+pub struct StrictQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for StrictQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let raw = parts.uri.query().unwrap_or("");
+        let spaced = raw.replace('+', " ");
+        if percent_encoding::percent_decode_str(&spaced)
+            .decode_utf8()
+            .is_err()
+        {
+            return Err(ApiError::bad_request(
+                "the query is not UTF-8 once percent-decoded",
+            ));
+        }
+        serde_urlencoded::from_str(raw)
+            .map(StrictQuery)
+            .map_err(|e| ApiError::bad_request(query_error(&e.to_string())))
+    }
+}
+
+/// serde's message, with a missing parameter said the way a URL carries it.
+fn query_error(e: &str) -> String {
+    let missing = e
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.strip_suffix('`'));
+    match missing {
+        Some(name) => format!("invalid query: give ?{name}=..."),
+        None => format!("invalid query: {e}"),
+    }
+}
+
 /// The client's address: the peer of the connection.
 pub struct ClientAddr(pub IpAddr);
 

@@ -1,14 +1,13 @@
 //! `/api/sessions/{sid}/nodes/{node}`: a node's view, removal, commands and file uploads.
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::extract::{JsonBody, PathParams};
+use super::extract::{JsonBody, PathParams, StrictQuery};
 use super::state::AppState;
 use crate::error::ApiError;
 use crate::wire::ExecRequest;
@@ -54,15 +53,9 @@ pub struct UploadQuery {
 pub async fn upload(
     State(s): State<AppState>,
     PathParams(p): PathParams<NodePath>,
-    query: Result<Query<UploadQuery>, QueryRejection>,
+    StrictQuery(q): StrictQuery<UploadQuery>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| {
-        ApiError::bad_request(format!(
-            "give the file's path as ?path=...: {}",
-            e.body_text()
-        ))
-    })?;
     // Held until the file is written.
     let mut _permit = None;
     let read = async {

@@ -3,14 +3,14 @@
 //! converts frames.
 
 use axum::extract::ws::{self, Message, WebSocketUpgrade};
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use terminals::{Frame, PumpOptions, TerminalQuery};
 use tracing::Instrument;
 
-use super::extract::{check_origin, need_upgrade, PathParams};
+use super::extract::{check_origin, need_upgrade, PathParams, StrictQuery};
 use super::nodes::NodePath;
 use super::state::AppState;
 use crate::error::ApiError;
@@ -28,11 +28,9 @@ pub async fn terminal(
     State(s): State<AppState>,
     PathParams(p): PathParams<NodePath>,
     headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    StrictQuery(q): StrictQuery<TerminalQuery>,
     ws: Result<WebSocketUpgrade, ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let q: TerminalQuery = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
-        .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
     check_origin(&s, &headers)?;
     let ws = need_upgrade(ws)?;
     let name = q.name.as_deref().unwrap_or(MAIN_TERMINAL);

@@ -201,6 +201,13 @@ async fn bad_requests_get_clear_json_errors() {
         StatusCode::BAD_REQUEST,
         "?path=",
     );
+    // A name that is not UTF-8 is refused, not turned into U+FFFD.
+    let uri = "/api/sessions/0123456789abcdef0123456789abcdef/nodes/node1/files?path=a%ff";
+    error(
+        api.call("PUT", uri, &[], "x").await,
+        StatusCode::BAD_REQUEST,
+        "not UTF-8",
+    );
     let uri = "/api/sessions/0123456789abcdef0123456789abcdef/nodes/node1/terminal";
     error(
         api.call("GET", uri, &[], "").await,

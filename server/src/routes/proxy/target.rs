@@ -39,8 +39,10 @@ pub fn path_target(uri: &Uri) -> Result<(Target, Option<String>), ApiError> {
 }
 
 fn parse_port(port: &str) -> Result<u16, ApiError> {
+    // Digits only: Rust's parser would also take `+80`.
+    let digits = port.bytes().all(|b| b.is_ascii_digit());
     match port.parse::<u16>() {
-        Ok(p) if p != 0 && !port.starts_with('0') => Ok(p),
+        Ok(p) if digits && p != 0 && !port.starts_with('0') => Ok(p),
         _ => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("port must be a number from 1 to 65535, not {port:?}"),
@@ -162,5 +164,6 @@ mod tests {
         assert!(p(&format!("/p/{SID}/node1/0/")).is_err());
         assert!(p(&format!("/p/{SID}/node1/080/")).is_err());
         assert!(p(&format!("/p/{SID}/node1/x/")).is_err());
+        assert!(p(&format!("/p/{SID}/node1/+80/")).is_err());
     }
 }

@@ -5,14 +5,14 @@
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::super::extract::{body_error, ClientAddr, JsonBody, PathParams};
+use super::super::extract::{body_error, ClientAddr, JsonBody, PathParams, StrictQuery};
 use super::super::nodes::read_upload;
 use super::super::state::AppState;
 use super::proxy_host;
@@ -279,10 +279,9 @@ pub struct UploadQuery {
 pub async fn upload(
     State(s): State<AppState>,
     PathParams(p): PathParams<InstancePath>,
-    query: Result<Query<UploadQuery>, QueryRejection>,
+    StrictQuery(q): StrictQuery<UploadQuery>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     if !q.url.is_empty() {
         return Err(ApiError::bad_request(
             "uploads from a URL are not supported; send the file in the request",

@@ -103,6 +103,12 @@ impl PwdSocket {
                 self.read.insert(node.into(), from + at + needle.len());
                 return;
             }
+            // Searched up to here: only a needle that straddles the end can still start before.
+            let mut next = out.len().saturating_sub(needle.len()).max(from);
+            while !out.is_char_boundary(next) {
+                next -= 1;
+            }
+            self.read.insert(node.into(), next);
             if self.next(deadline).await.is_none() {
                 panic!(
                     "closed before {needle:?} in {node}; it had:\n{:?}",
@@ -349,6 +355,20 @@ async fn pages_made_for_play_with_docker_work() {
         )
         .await;
     assert_eq!(status, 403);
+
+    // A page that stops reading holds back only its own viewers: the shell and another page
+    // go on through a flood, and the slow page, reading again, is told what it missed.
+    let mut slow = PwdSocket::open(&s, &sid).await;
+    let mut fast = PwdSocket::open(&s, &sid).await;
+    fast.type_in(
+        "node1",
+        "head -c 30000000 /dev/zero | tr '\\0' x; echo; echo flood-$((2*3))-done\r",
+    )
+    .await;
+    fast.expect("node1", "flood-6-done").await;
+    slow.expect("node1", "bytes of output skipped").await;
+    slow.expect("node1", "flood-6-done").await;
+    drop((slow, fast));
 
     // Removing an instance and ending the session reach the page.
     let (status, _) = pwd(

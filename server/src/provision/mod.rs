@@ -14,8 +14,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::sessions::valid_node_name;
-use crate::sessions::{SessionError, Sessions};
+use crate::sessions::{valid_node_name, SessionError, Sessions};
 use crate::wire::{AddNodeRequest, CreateSession, ExecRequest, Role, SessionView};
 
 /// How long one docker command of a template may take.

@@ -41,6 +41,9 @@ pub struct ExecOptions {
     /// Stdin is a terminal: make it the command's controlling terminal in a new session, with
     /// default signal dispositions (for interactive shells).
     pub tty: bool,
+    /// Stay as the command's holder for terminal NAME (see `hold.rs`), with the descriptors
+    /// the runtime passed at the holder's fixed numbers.
+    pub hold: Option<String>,
 }
 
 /// Which node to enter; built by the runtime from the node's record.
@@ -90,6 +93,10 @@ impl ExecTarget {
         if opts.tty {
             a.push("--tty".into());
         }
+        if let Some(name) = &opts.hold {
+            a.push("--hold".into());
+            a.push(name.into());
+        }
         a.push("--".into());
         a.extend(argv.iter().map(OsString::from));
         a
@@ -103,6 +110,7 @@ struct HelperArgs {
     opts_cwd: Option<String>,
     env: Vec<String>,
     tty: bool,
+    hold: Option<String>,
     argv: Vec<String>,
 }
 
@@ -112,6 +120,7 @@ fn parse(args: &[String]) -> Result<HelperArgs, String> {
         (None, None, None, None, None, None);
     let mut env = Vec::new();
     let mut tty = false;
+    let mut hold = None;
     let mut argv = Vec::new();
     while let Some(a) = it.next() {
         let mut val = || it.next().cloned().ok_or(format!("{a} needs a value"));
@@ -124,6 +133,7 @@ fn parse(args: &[String]) -> Result<HelperArgs, String> {
             "--cwd" => cwd = Some(val()?),
             "--env" => env.push(val()?),
             "--tty" => tty = true,
+            "--hold" => hold = Some(val()?),
             "--" => {
                 argv = it.by_ref().cloned().collect();
                 break;
@@ -148,6 +158,7 @@ fn parse(args: &[String]) -> Result<HelperArgs, String> {
         opts_cwd: cwd,
         env,
         tty,
+        hold,
         argv,
     })
 }
@@ -165,6 +176,10 @@ pub fn run_exec_helper(args: &[String]) -> ! {
     if !crate::sys::single_threaded() {
         fail(1, "the exec helper must be single-threaded".into());
     }
+    let held = h
+        .hold
+        .clone()
+        .map(|name| crate::hold::HeldFds::take(name).unwrap_or_else(|e| fail(1, e)));
     let t = &h.target;
     let init = crate::process::ProcessId {
         pid: t.pid,
@@ -228,6 +243,9 @@ pub fn run_exec_helper(args: &[String]) -> ! {
             }
             let e = nix::unistd::execvpe(&argv[0], &argv, &env).unwrap_err();
             fail(EXIT_CANNOT_EXEC, format!("cannot run {:?}: {e}", h.argv[0]));
+        }
+        Ok(ForkResult::Parent { child }) if held.is_some() => {
+            crate::hold::hold(child, forwarded, held.expect("checked"))
         }
         Ok(ForkResult::Parent { child }) => loop {
             let sig = forwarded.wait().unwrap_or(Signal::SIGCHLD);
@@ -318,6 +336,7 @@ mod tests {
             cwd: Some("/tmp".into()),
             env: vec!["TERM=xterm-256color".into()],
             tty: false,
+            hold: None,
         };
         // The helper's command line, parsed back as the helper does.
         let round_trip = |opts: &ExecOptions, argv: &[String]| {
@@ -338,10 +357,12 @@ mod tests {
         assert_eq!(parsed.argv, argv);
 
         opts.tty = true;
+        opts.hold = Some("main".into());
         // `--tty` after `--` belongs to the command.
         let argv = vec!["bash".to_string(), "-l".into(), "--tty".into()];
         let parsed = round_trip(&opts, &argv);
         assert!(parsed.tty);
+        assert_eq!(parsed.hold.as_deref(), Some("main"));
         assert_eq!(parsed.argv, argv);
     }
 

@@ -14,6 +14,7 @@ mod config;
 pub mod doctor;
 mod engine;
 mod exec;
+pub mod hold;
 mod image;
 mod init;
 mod kernfs;
@@ -45,6 +46,7 @@ pub use pty::{NodePty, PtyError};
 pub use registry::{store_images, RegistryError, MIRROR_PORT, PUSH_PORT, REGISTRY_HOST};
 pub use rootfs::RootfsError;
 pub use runtime::{
-    DiskUse, Error, NetworkInfo, NodeInfo, NodeSpec, NodeStats, NodeStatus, Runtime, ShellProcess,
+    DiskUse, Error, Hold, NetworkInfo, NodeInfo, NodeSpec, NodeStats, NodeStatus, Runtime,
+    ShellProcess,
 };
 pub use state::StateError;

@@ -199,43 +199,40 @@ pub fn pass_fd(cmd: &mut tokio::process::Command, fd: RawFd, target: RawFd) {
     }
 }
 
-/// Takes ownership of a descriptor this process inherited at a fixed number, once.
-pub fn take_inherited_fd(fd: RawFd) -> Result<OwnedFd, Errno> {
+/// Takes ownership of the descriptors this process inherited at fixed numbers, once.
+pub fn take_inherited_fds<const N: usize>(fds: [RawFd; N]) -> Result<[OwnedFd; N], Errno> {
     static TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if TAKEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
         return Err(Errno::EBUSY);
     }
-    // Fails with EBADF if nothing is open there.
-    nix::fcntl::fcntl(
-        // SAFETY: only used for the duration of this call, to ask whether the fd is open.
-        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-        nix::fcntl::FcntlArg::F_GETFD,
-    )?;
-    // SAFETY: the descriptor is open, was set up for us by our parent, and the static above
+    for fd in fds {
+        // Fails with EBADF if nothing is open there.
+        nix::fcntl::fcntl(
+            // SAFETY: only used for the duration of this call, to ask whether the fd is open.
+            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+            nix::fcntl::FcntlArg::F_GETFD,
+        )?;
+    }
+    // SAFETY: each descriptor is open, was set up for us by our parent, and the static above
     // makes sure it gets one owner.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(fds.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
-/// Receives a message of at most `buf.len()` bytes and at most one descriptor passed with
-/// SCM_RIGHTS. Returns the byte count and the descriptor, if any.
-pub fn recv_with_fd(sock: RawFd, buf: &mut [u8]) -> Result<(usize, Option<OwnedFd>), Errno> {
+/// Receives a message of at most `buf.len()` bytes and at most four descriptors passed with
+/// SCM_RIGHTS. Returns the byte count and the descriptors.
+pub fn recv_with_fds(sock: RawFd, buf: &mut [u8]) -> Result<(usize, Vec<OwnedFd>), Errno> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let mut iov = [std::io::IoSliceMut::new(buf)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let mut space = nix::cmsg_space!([RawFd; 4]);
     let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
-    let mut fd = None;
+    let mut owned = Vec::new();
     for c in msg.cmsgs()? {
         if let ControlMessageOwned::ScmRights(fds) = c {
-            for f in fds {
-                // SAFETY: the kernel installed these descriptors in our table for us alone.
-                let owned = unsafe { OwnedFd::from_raw_fd(f) };
-                if fd.is_none() {
-                    fd = Some(owned);
-                }
-            }
+            // SAFETY: the kernel installed these descriptors in our table for us alone.
+            owned.extend(fds.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }));
         }
     }
-    Ok((msg.bytes, fd))
+    Ok((msg.bytes, owned))
 }
 
 /// Restores the default disposition of SIGPIPE, which the Rust runtime sets to "ignore" at

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -161,7 +162,29 @@ impl NodeRuntime for FakeRuntime {
         })
     }
 
-    fn spawn_shell(&self, _: &str, _: &str, _: WinSize) -> Result<PtyProcess, RuntimeError> {
+    fn spawn_shell(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: WinSize,
+        _: Option<BorrowedFd<'_>>,
+    ) -> Result<PtyProcess, RuntimeError> {
+        Err(RuntimeError::Failed(
+            "the fake runtime runs no shells".into(),
+        ))
+    }
+
+    fn held_terminals(&self, _: &str, _: &str) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn adopt_shell(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+    ) -> Result<(PtyProcess, OwnedFd), RuntimeError> {
         Err(RuntimeError::Failed(
             "the fake runtime runs no shells".into(),
         ))

@@ -14,6 +14,7 @@ mod disk;
 pub mod error;
 #[cfg(test)]
 mod fake_runtime;
+mod held_shell;
 mod metrics;
 mod node_runtime;
 mod ports;

@@ -8,6 +8,7 @@
 
 use std::io;
 use std::net::Ipv4Addr;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -114,13 +115,27 @@ pub trait NodeRuntime: Send + Sync + 'static {
         name: &str,
         cmd: Command,
     ) -> Result<ExecResult, RuntimeError>;
-    /// A login shell on a PTY of the node's own devpts (for terminals).
+    /// A login shell on a PTY of the node's own devpts, for the node's terminal `terminal`.
+    /// With `keep` the shell gets a holder that keeps it, its PTY and `keep` when the server
+    /// goes, for the next server to take over ([`NodeRuntime::adopt_shell`]).
     fn spawn_shell(
         &self,
         network: &str,
         name: &str,
+        terminal: &str,
         size: WinSize,
+        keep: Option<BorrowedFd<'_>>,
     ) -> Result<PtyProcess, RuntimeError>;
+    /// The node's terminals whose shells a previous server left with holders.
+    fn held_terminals(&self, network: &str, name: &str) -> Vec<String>;
+    /// Takes over a held shell: the shell (running, or ended while no server was there) and
+    /// the descriptor kept with it.
+    fn adopt_shell(
+        &self,
+        network: &str,
+        name: &str,
+        terminal: &str,
+    ) -> Result<(PtyProcess, OwnedFd), RuntimeError>;
     fn sample(&self, network: &str, name: &str) -> Result<NodeSample, RuntimeError>;
     /// Follows the node's published ports until the future is dropped; while the engine does
     /// not answer, the node has none.
@@ -132,28 +147,36 @@ pub trait NodeRuntime: Send + Sync + 'static {
     ) -> BoxFuture<'static, ()>;
 }
 
-/// Starts login shells in one node: the terminals' [`Spawner`]. The terminal calls it for the
-/// first shell and again after each exit, so a shell that was ended with `exit` comes back.
+/// Starts login shells for one terminal of a node: the terminals' [`Spawner`]. The terminal
+/// calls it for the first shell and again after each exit, so a shell that was ended with
+/// `exit` comes back.
 pub struct NodeShell {
     runtime: Arc<dyn NodeRuntime>,
     network: String,
     name: String,
+    terminal: String,
 }
 
 impl NodeShell {
-    pub fn new(runtime: Arc<dyn NodeRuntime>, network: &str, name: &str) -> NodeShell {
+    pub fn new(
+        runtime: Arc<dyn NodeRuntime>,
+        network: &str,
+        name: &str,
+        terminal: &str,
+    ) -> NodeShell {
         NodeShell {
             runtime,
             network: network.into(),
             name: name.into(),
+            terminal: terminal.into(),
         }
     }
 }
 
 impl Spawner for NodeShell {
-    fn spawn(&self, size: WinSize) -> io::Result<PtyProcess> {
+    fn spawn(&self, size: WinSize, keep: Option<BorrowedFd<'_>>) -> io::Result<PtyProcess> {
         self.runtime
-            .spawn_shell(&self.network, &self.name, size)
+            .spawn_shell(&self.network, &self.name, &self.terminal, size, keep)
             .map_err(io::Error::other)
     }
 }

@@ -5,15 +5,17 @@
 //! each stream is kept up to [`MAX_OUTPUT`] bytes, and a command that outlives its timeout is
 //! killed (the helper dies with its handle and the command with the helper)..
 
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::process::Stdio;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures_util::future::BoxFuture;
-use sandbox::{ExecOptions, NodeInfo, Runtime};
+use sandbox::{ExecOptions, Hold, NodeInfo, Runtime};
 use terminals::{PtyProcess, WinSize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
+use crate::held_shell::HeldShell;
 use crate::node_runtime::{Command, NodeFacts, NodeRuntime, NodeSample, PortsReport, RuntimeError};
 use crate::wire::{ExecResult, ImageView};
 
@@ -203,15 +205,43 @@ impl NodeRuntime for SandboxRuntime {
         &self,
         network: &str,
         name: &str,
+        terminal: &str,
         size: WinSize,
+        keep: Option<BorrowedFd<'_>>,
     ) -> Result<PtyProcess, RuntimeError> {
+        let hold = keep.map(|keep| Hold { terminal, keep });
         let shell = self
             .runtime
-            .spawn_shell(network, name, size.cols, size.rows)?;
+            .spawn_shell(network, name, size.cols, size.rows, hold)?;
+        let Some(conn) = shell.holder else {
+            return Ok(PtyProcess::child(shell.master, shell.child));
+        };
+        let held = HeldShell::new(conn, Some(shell.child), None)
+            .map_err(|e| RuntimeError::Failed(format!("talk to the shell's holder: {e}").into()))?;
         Ok(PtyProcess {
             master: shell.master,
-            child: shell.child,
+            process: Box::new(held),
         })
+    }
+
+    fn held_terminals(&self, network: &str, name: &str) -> Vec<String> {
+        self.runtime.held_terminals(network, name)
+    }
+
+    fn adopt_shell(
+        &self,
+        network: &str,
+        name: &str,
+        terminal: &str,
+    ) -> Result<(PtyProcess, OwnedFd), RuntimeError> {
+        let held = self.runtime.adopt_shell(network, name, terminal)?;
+        let process = HeldShell::new(held.conn, None, held.ended)
+            .map_err(|e| RuntimeError::Failed(format!("talk to the shell's holder: {e}").into()))?;
+        let shell = PtyProcess {
+            master: held.master,
+            process: Box::new(process),
+        };
+        Ok((shell, held.kept))
     }
 
     fn sample(&self, network: &str, name: &str) -> Result<NodeSample, RuntimeError> {

@@ -1,7 +1,7 @@
 //! `sandpit serve`: the HTTP service. It owns the node runtime of its state directory (adopting
 //! the nodes a previous run left), loads the sessions from the store and reconciles them, serves
 //! the API and the page, prints the address it listens on once it is ready, and drains on
-//! SIGTERM or SIGINT within a bound. Nodes outlive a stopped server; the next one adopts them.
+//! SIGTERM or SIGINT within a bound. Nodes and their shells outlive a stopped server; the next one adopts them.
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -108,9 +108,11 @@ pub async fn run(mut opts: ServeOptions, mut runtime: RuntimeConfig) -> anyhow::
         sig = shutdown => tracing::info!(signal = sig, "shutting down"),
     }
     sessions.drain();
+    sessions.leave_terminals();
     let _ = stop_tx.send(true);
     // Terminal sockets end with the process, without a `closed` message (which would tell
-    // the page not to reconnect); viewers reconnect to the next server and its fresh shells.
+    // the page not to reconnect); the shells keep running in their holders, and viewers
+    // resume on the next server, which takes them over.
     match tokio::time::timeout(DRAIN, server).await {
         Ok(res) => res.context("serve HTTP")?,
         Err(_) => tracing::warn!("requests still running after {DRAIN:?}; stopping anyway"),

@@ -19,6 +19,10 @@ pub enum TerminalError {
     Size(WinSize),
     #[error("start the shell: {0}")]
     Spawn(#[source] io::Error),
+    #[error("make the copy of the output for the next server: {0}")]
+    Keep(#[source] io::Error),
+    #[error("take over the output a previous server kept: {0}")]
+    Restore(#[source] io::Error),
     #[error(transparent)]
     Pty(#[from] PtyError),
     #[error("the terminal is closed")]

@@ -10,6 +10,7 @@
 //!
 //! Modules, each importing only those above it:
 //! - `ring`: the bounded output buffer and its offset arithmetic.
+//! - `mirror`: the ring's copy in a memfd, kept with the shell for the next server.
 //! - `size`: the window size and the resize policy (whose size the PTY has).
 //! - `pty`: the non-blocking PTY master (reads, writes, window size).
 //! - `input`: the bounded input queue that keeps each viewer's message whole.
@@ -26,6 +27,7 @@
 
 mod error;
 mod input;
+mod mirror;
 mod options;
 pub mod protocol;
 mod pty;
@@ -44,7 +46,7 @@ pub use protocol::{ClientMessage, ProtocolError, ServerMessage, TerminalQuery};
 pub use pty::PtyError;
 pub use pump::{pump, Frame, PumpEnd, PumpError, PumpOptions};
 pub use ring::{Ring, RingError, Slice, DEFAULT_CAPACITY as DEFAULT_RING_BYTES};
-pub use shell::{PtyProcess, Spawner};
+pub use shell::{PtyProcess, ShellFuture, ShellProcess, Spawner};
 pub use size::WinSize;
 pub use terminal::Terminal;
 pub use viewer::{AttachError, Output, Viewer, ViewerInput, DEFAULT_FRAME_BYTES};

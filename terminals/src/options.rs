@@ -25,6 +25,9 @@ pub struct TerminalOptions {
     pub input_queue_bytes: usize,
     /// Viewers attached at once; [`Terminal::attach`](crate::Terminal::attach) refuses more.
     pub max_viewers: usize,
+    /// Keep a copy of the output ring in a memfd that the spawner's holder keeps with the
+    /// shell, so that a new server can take the terminal over ([`Terminal::adopt`](crate::Terminal::adopt)).
+    pub keep_output: bool,
 }
 
 impl TerminalOptions {
@@ -61,6 +64,7 @@ impl Default for TerminalOptions {
             restart_interval: Duration::from_secs(1),
             input_queue_bytes: 4 << 20,
             max_viewers: 64,
+            keep_output: false,
         }
     }
 }

@@ -66,6 +66,15 @@ impl Ring {
         }
     }
 
+    /// A ring of `capacity` bytes that holds `bytes` from stream offset `start` on (rebuilt
+    /// from a copy that outlived a server); the stream goes on at `start + bytes.len()`.
+    pub(crate) fn resumed(capacity: usize, start: u64, bytes: Bytes) -> Self {
+        let mut ring = Self::new(capacity);
+        (ring.start, ring.end) = (start, start);
+        ring.push(bytes);
+        ring
+    }
+
     /// Offset of the oldest byte kept; a new viewer's replay starts here.
     pub fn start(&self) -> u64 {
         self.start
@@ -222,6 +231,15 @@ mod tests {
     fn read(ring: &Ring, offset: u64, max: usize) -> (u64, Vec<u8>) {
         let s = ring.read_from(offset, max).unwrap();
         (s.offset, s.bytes.to_vec())
+    }
+
+    #[test]
+    fn a_resumed_ring_goes_on_at_its_offsets() {
+        let mut ring = Ring::resumed(100, 40, Bytes::from_static(b"abc"));
+        ring.push(Bytes::from_static(b"def"));
+        assert_eq!((ring.start(), ring.end()), (40, 46));
+        assert_eq!(read(&ring, 0, 100), (40, b"abcdef".to_vec()));
+        assert_eq!(read(&ring, 43, 100), (43, b"def".to_vec()));
     }
 
     #[test]

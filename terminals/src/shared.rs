@@ -10,6 +10,7 @@
 //! The lock is held only for bookkeeping and the `TIOCSWINSZ` ioctl, never across an await.
 
 use std::collections::VecDeque;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
@@ -17,13 +18,11 @@ use tokio::sync::{watch, Notify};
 
 use crate::error::TerminalError;
 use crate::input::InputQueue;
+use crate::mirror::{Mirror, Restored, MAX_EVENTS};
 use crate::options::TerminalOptions;
 use crate::pty::Master;
 use crate::ring::Ring;
 use crate::size::{WinSize, Window};
-
-/// Restart events kept (each restart also writes a notice into the ring, so few matter).
-const MAX_EVENTS: usize = 1024;
 
 /// What the terminal's tasks, its handles and its viewers share.
 pub(crate) struct Shared {
@@ -37,10 +36,14 @@ pub(crate) struct Shared {
     pub(crate) shell: watch::Sender<Option<Arc<Shell>>>,
     /// The writer's queue.
     input: InputQueue,
+    /// The ring's copy for the next server, when the terminal keeps its output.
+    mirror: Option<Mirror>,
     /// Wakes the supervisor to close.
     pub(crate) close: Notify,
     /// Set once the last shell has been reaped.
     pub(crate) done: watch::Sender<bool>,
+    /// Set by [`Terminal::leave`](crate::Terminal::leave): dropping the last handle does not close.
+    pub(crate) left: AtomicBool,
     pub(crate) opts: TerminalOptions,
 }
 
@@ -65,25 +68,56 @@ pub(crate) struct Shell {
 }
 
 impl Shared {
-    pub(crate) fn new(id: String, opts: TerminalOptions, input: InputQueue) -> Self {
-        Self {
+    /// A new stream `id`, copied into `mirror` if given.
+    pub(crate) fn new(
+        id: String,
+        opts: TerminalOptions,
+        input: InputQueue,
+        mirror: Option<Mirror>,
+    ) -> Self {
+        let restored = Restored {
             id,
+            ring: Ring::new(opts.ring_bytes),
+            events: (0, Vec::new()),
+            restarts: 0,
+        };
+        Self::restored(restored, opts, input, mirror)
+    }
+
+    /// The stream a previous server left in `mirror`, going on; the window starts at `size`.
+    pub(crate) fn restored(
+        restored: Restored,
+        opts: TerminalOptions,
+        input: InputQueue,
+        mirror: Option<Mirror>,
+    ) -> Self {
+        let (base, offsets) = restored.events;
+        let events = Events::restored(base, offsets.into_iter(), restored.ring.start());
+        Self {
+            id: restored.id,
             state: Mutex::new(State {
-                ring: Ring::new(opts.ring_bytes),
-                events: Events::default(),
+                ring: restored.ring,
+                events,
                 window: Window::new(opts.size),
                 viewers: 0,
                 next_viewer: 0,
                 closed: None,
-                restarts: 0,
+                restarts: restored.restarts,
             }),
             changes: watch::Sender::new(0),
             shell: watch::Sender::new(None),
             input,
+            mirror,
             close: Notify::new(),
             done: watch::Sender::new(false),
+            left: AtomicBool::new(false),
             opts,
         }
+    }
+
+    /// The descriptor a shell's holder keeps for the next server (the ring's copy), if any.
+    pub(crate) fn kept(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.mirror.as_ref().map(Mirror::fd)
     }
 
     /// The stream id (see [`Terminal::id`](crate::Terminal::id)).
@@ -102,7 +136,14 @@ impl Shared {
     }
 
     pub(crate) fn push_output(&self, chunk: Bytes) {
-        self.state().ring.push(chunk);
+        let mut st = self.state();
+        if let Some(mirror) = &self.mirror {
+            if let Err(e) = mirror.append(st.ring.end(), &chunk) {
+                tracing::warn!(error = %e, "copy output for the next server");
+            }
+        }
+        st.ring.push(chunk);
+        drop(st);
         self.notify_viewers();
     }
 
@@ -119,6 +160,12 @@ impl Shared {
         let oldest = st.ring.start();
         st.events.push(offset, oldest);
         st.restarts += 1;
+        if let Some(mirror) = &self.mirror {
+            let offsets = st.events.offsets.iter().copied();
+            if let Err(e) = mirror.record_restarts(st.events.base, offsets, st.restarts) {
+                tracing::warn!(error = %e, "copy the restarts for the next server");
+            }
+        }
         drop(st);
         self.notify_viewers();
     }
@@ -223,6 +270,23 @@ impl Events {
     /// Sequence number of the first event at or after `offset` (or of the next event).
     pub(crate) fn first_at_or_after(&self, offset: u64) -> u64 {
         self.base + self.offsets.partition_point(|o| *o < offset) as u64
+    }
+
+    /// Events `base..` at `offsets` (ascending), less those before the ring's oldest byte.
+    pub(crate) fn restored(
+        base: u64,
+        offsets: impl Iterator<Item = u64>,
+        oldest_kept: u64,
+    ) -> Self {
+        let mut events = Events {
+            base,
+            offsets: offsets.collect(),
+        };
+        while events.offsets.front().is_some_and(|o| *o < oldest_kept) {
+            events.offsets.pop_front();
+            events.base += 1;
+        }
+        events
     }
 
     fn push(&mut self, offset: u64, oldest_kept: u64) {

@@ -15,8 +15,10 @@
 //! A flood (`yes`) thus costs at most that much server CPU, and Ctrl-C still works at once
 //! because the line discipline turns it into SIGINT on input, without anybody reading.
 
+use std::future::Future;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::pin::Pin;
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,13 +34,58 @@ use crate::reader::Reader;
 use crate::shared::{Shared, Shell};
 use crate::size::WinSize;
 
+/// A boxed future of a [`ShellProcess`] method.
+pub type ShellFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The process behind a shell's PTY, as the terminal's supervisor sees it: a child of ours
+/// (`tokio::process::Child`), or a holder that keeps the shell and its PTY when the server
+/// goes. Dropping it without [`ShellProcess::end`] (the server is stopping) leaves held shells
+/// running for the next server; a child is killed if it was spawned with `kill_on_drop`.
+pub trait ShellProcess: Send + 'static {
+    /// Resolves once the shell has ended, with its status when known. Cancel-safe.
+    fn wait(&mut self) -> ShellFuture<'_, Option<ExitStatus>>;
+    /// Ends the shell for good (the terminal is closed): hangs it up, kills it after a grace
+    /// period and reaps it.
+    fn end(&mut self) -> ShellFuture<'_, ()>;
+    /// The shell has ended and the terminal no longer needs this process (its successor runs,
+    /// or the terminal is closed).
+    fn release(&mut self) {}
+}
+
+impl ShellProcess for Child {
+    fn wait(&mut self) -> ShellFuture<'_, Option<ExitStatus>> {
+        Box::pin(async move { Child::wait(self).await.ok() })
+    }
+
+    fn end(&mut self) -> ShellFuture<'_, ()> {
+        Box::pin(hang_up(self))
+    }
+}
+
 /// A shell on a fresh PTY, as a [`Spawner`] returns it. The terminal owns both from then on.
-#[derive(Debug)]
 pub struct PtyProcess {
-    /// The PTY master; the child has the slave as its controlling terminal.
+    /// The PTY master; the shell has the slave as its controlling terminal.
     pub master: OwnedFd,
     /// The shell (or the helper that runs it in a node and exits with it).
-    pub child: Child,
+    pub process: Box<dyn ShellProcess>,
+}
+
+impl PtyProcess {
+    /// A shell that is a child of ours.
+    pub fn child(master: OwnedFd, child: Child) -> PtyProcess {
+        PtyProcess {
+            master,
+            process: Box::new(child),
+        }
+    }
+}
+
+impl std::fmt::Debug for PtyProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PtyProcess")
+            .field("master", &self.master)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Starts shells for a terminal: the first one and each replacement after an exit.
@@ -48,14 +95,18 @@ pub struct PtyProcess {
 /// it was started in the background by a non-interactive shell) is inherited across exec, and
 /// bash keeps it ignored for its jobs, so Ctrl-C would do nothing. `spawn` runs on tokio's
 /// blocking pool (inside the runtime, so it may create tokio processes).
+///
+/// `keep` is given when the terminal keeps its output for the next server
+/// ([`TerminalOptions::keep_output`](crate::TerminalOptions::keep_output)): a descriptor that
+/// whatever holds the shell must keep, and hand back with it (see [`Terminal::adopt`](crate::Terminal::adopt)).
 pub trait Spawner: Send + Sync + 'static {
     /// Starts a login shell on a new PTY of the given size.
-    fn spawn(&self, size: WinSize) -> io::Result<PtyProcess>;
+    fn spawn(&self, size: WinSize, keep: Option<BorrowedFd<'_>>) -> io::Result<PtyProcess>;
 }
 
 impl<S: Spawner> Spawner for Arc<S> {
-    fn spawn(&self, size: WinSize) -> io::Result<PtyProcess> {
-        (**self).spawn(size)
+    fn spawn(&self, size: WinSize, keep: Option<BorrowedFd<'_>>) -> io::Result<PtyProcess> {
+        (**self).spawn(size, keep)
     }
 }
 
@@ -91,28 +142,31 @@ pub(crate) fn start_tasks(
 async fn supervise(shared: Arc<Shared>, spawner: Arc<dyn Spawner>, first: PtyProcess) {
     let mut next = Some(first);
     let mut generation = 0u64;
-    while let Some(process) = next.take() {
+    while let Some(PtyProcess {
+        master,
+        mut process,
+    }) = next.take()
+    {
         generation += 1;
         let started = Instant::now();
-        let mut child = ChildGuard(process.child);
-        let end = match Master::new(process.master) {
+        let end = match Master::new(master) {
             Ok(master) => {
                 let shell = Arc::new(Shell { generation, master });
                 shared.set_shell(Some(shell.clone()));
-                let end = run_shell(&shared, &shell, &mut child.0).await;
+                let end = run_shell(&shared, &shell, process.as_mut()).await;
                 shared.set_shell(None);
                 end
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot use the new shell's pty");
                 shared.push_notice(&format!("cannot use the shell's terminal: {e}"));
-                child.0.start_kill().ok();
-                RunEnd::Exited(child.0.wait().await.ok())
+                process.end().await;
+                RunEnd::Exited(None)
             }
         };
         match end {
             RunEnd::Closed => {
-                hang_up(&mut child.0).await;
+                process.end().await;
                 break;
             }
             RunEnd::Exited(status) => {
@@ -122,7 +176,9 @@ async fn supervise(shared: Arc<Shared>, spawner: Arc<dyn Spawner>, first: PtyPro
                 shared.push_notice(&format!("shell exited ({how}); starting a new shell"));
             }
         }
+        // Released only once its successor runs: a holder keeps the output's copy until then.
         next = restart(&shared, &spawner, started).await;
+        process.release();
     }
     shared.set_shell(None);
     shared.done.send_replace(true);
@@ -131,9 +187,14 @@ async fn supervise(shared: Arc<Shared>, spawner: Arc<dyn Spawner>, first: PtyPro
 /// Runs the spawner on the blocking pool: starting a shell may open files and fork, and for a
 /// shell in a sandbox that can block for as long as the sandbox likes (a FUSE mount over its
 /// `/dev`), which must never hold up an async worker.
-pub(crate) async fn spawn_off(spawner: &Arc<dyn Spawner>, size: WinSize) -> io::Result<PtyProcess> {
+pub(crate) async fn spawn_off(
+    spawner: &Arc<dyn Spawner>,
+    size: WinSize,
+    keep: Option<BorrowedFd<'_>>,
+) -> io::Result<PtyProcess> {
     let spawner = spawner.clone();
-    tokio::task::spawn_blocking(move || spawner.spawn(size))
+    let keep = keep.map(|fd| fd.try_clone_to_owned()).transpose()?;
+    tokio::task::spawn_blocking(move || spawner.spawn(size, keep.as_ref().map(|fd| fd.as_fd())))
         .await
         .map_err(io::Error::other)?
 }
@@ -156,7 +217,7 @@ async fn restart(
         if shared.is_closed() {
             return None;
         }
-        match spawn_off(spawner, shared.size()).await {
+        match spawn_off(spawner, shared.size(), shared.kept()).await {
             Ok(process) => {
                 shared.push_restart();
                 return Some(process);
@@ -175,43 +236,43 @@ async fn restart(
 }
 
 /// Reads one shell's output until it exits or the terminal closes.
-async fn run_shell(shared: &Arc<Shared>, shell: &Shell, child: &mut Child) -> RunEnd {
+async fn run_shell(shared: &Arc<Shared>, shell: &Shell, process: &mut dyn ShellProcess) -> RunEnd {
     let master = match shell.master.try_clone() {
         Ok(master) => master,
         Err(e) => {
             tracing::error!(error = %e, "cannot read the shell's pty");
             shared.push_notice(&format!("cannot read the shell's terminal: {e}"));
-            child.start_kill().ok();
-            return RunEnd::Exited(child.wait().await.ok());
+            process.end().await;
+            return RunEnd::Exited(None);
         }
     };
     let mut reader = Reader::new(shared.clone(), master, shared.opts.read_bytes_per_sec);
     tokio::select! {
         biased;
         _ = shared.close.notified() => RunEnd::Closed,
-        status = child.wait() => {
+        status = process.wait() => {
             // Whatever it printed before exiting is still in the PTY.
             reader.drain();
-            RunEnd::Exited(status.ok())
+            RunEnd::Exited(status)
         }
         e = reader.run() => {
             if !pty::is_hangup(&e) {
                 tracing::warn!(error = %e, "pty read failed");
             }
             // The slave side is closed: the shell is exiting (or gave up its terminal).
-            match tokio::time::timeout(EXIT_AFTER_HANGUP, child.wait()).await {
-                Ok(status) => RunEnd::Exited(status.ok()),
+            match tokio::time::timeout(EXIT_AFTER_HANGUP, process.wait()).await {
+                Ok(status) => RunEnd::Exited(status),
                 Err(_) => {
-                    child.start_kill().ok();
-                    RunEnd::Exited(child.wait().await.ok())
+                    process.end().await;
+                    RunEnd::Exited(None)
                 }
             }
         }
     }
 }
 
-/// Ends a shell at close: SIGHUP first (an interactive bash passes it on to its jobs), then
-/// SIGKILL, then reap.
+/// Ends a child shell at close: SIGHUP first (an interactive bash passes it on to its jobs),
+/// then SIGKILL, then reap.
 async fn hang_up(child: &mut Child) {
     if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
         kill(Pid::from_raw(pid), Signal::SIGHUP).ok();
@@ -223,16 +284,6 @@ async fn hang_up(child: &mut Child) {
     child.start_kill().ok();
     if let Err(e) = child.wait().await {
         tracing::warn!(error = %e, "reaping the shell failed");
-    }
-}
-
-/// Kills the shell if the supervisor is dropped without closing (runtime shutdown).
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        // Fails harmlessly when the child was already reaped.
-        self.0.start_kill().ok();
     }
 }
 

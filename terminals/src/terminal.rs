@@ -9,15 +9,18 @@
 //! stalled viewer holds no memory beyond the shared ring and never slows the shell or the
 //! others. A terminal takes at most `max_viewers` of them at once.
 
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tokio::sync::mpsc;
 
 use crate::error::TerminalError;
 use crate::input::InputQueue;
+use crate::mirror::Mirror;
 use crate::options::TerminalOptions;
 use crate::shared::Shared;
-use crate::shell::{self, Spawner};
+use crate::shell::{self, PtyProcess, Spawner};
 use crate::size::WinSize;
 use crate::viewer::{AttachError, Viewer};
 
@@ -34,7 +37,9 @@ struct Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        self.shared.close("terminal dropped".to_owned());
+        if !self.shared.left.load(std::sync::atomic::Ordering::SeqCst) {
+            self.shared.close("terminal dropped".to_owned());
+        }
     }
 }
 
@@ -54,16 +59,57 @@ impl Terminal {
     ) -> Result<Self, TerminalError> {
         opts.validate()?;
         let spawner: Arc<dyn Spawner> = Arc::new(spawner);
-        let first = shell::spawn_off(&spawner, opts.size)
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let mirror = match opts.keep_output {
+            true => Some(Mirror::create(&id, opts.ring_bytes).map_err(TerminalError::Keep)?),
+            false => None,
+        };
+        let first = shell::spawn_off(&spawner, opts.size, mirror.as_ref().map(Mirror::fd))
             .await
             .map_err(TerminalError::Spawn)?;
         let (input, input_rx) = InputQueue::new(opts.input_queue_bytes);
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let shared = Arc::new(Shared::new(id, opts, input));
+        let shared = Arc::new(Shared::new(id, opts, input, mirror));
+        Ok(Self::serve(shared, spawner, first, input_rx))
+    }
+
+    /// Takes over a terminal that a previous server ran: its shell, still held (or ended,
+    /// then the next one starts as after any exit), and the copy of its output that was
+    /// kept with it ([`TerminalOptions::keep_output`]). The stream keeps its id and offsets, so
+    /// viewers resume exactly where they were; the window keeps the PTY's size. Call inside a
+    /// tokio runtime.
+    pub fn adopt(
+        spawner: impl Spawner,
+        mut opts: TerminalOptions,
+        shell: PtyProcess,
+        kept: OwnedFd,
+    ) -> Result<Self, TerminalError> {
+        opts.keep_output = true;
+        opts.validate()?;
+        let (mirror, restored) = Mirror::open(kept).map_err(TerminalError::Restore)?;
+        if let Ok(size) = rustix::termios::tcgetwinsize(&shell.master) {
+            let size = WinSize {
+                cols: size.ws_col,
+                rows: size.ws_row,
+            };
+            if size.is_valid() {
+                opts.size = size;
+            }
+        }
+        let (input, input_rx) = InputQueue::new(opts.input_queue_bytes);
+        let shared = Arc::new(Shared::restored(restored, opts, input, Some(mirror)));
+        Ok(Self::serve(shared, Arc::new(spawner), shell, input_rx))
+    }
+
+    fn serve(
+        shared: Arc<Shared>,
+        spawner: Arc<dyn Spawner>,
+        first: PtyProcess,
+        input_rx: mpsc::Receiver<Bytes>,
+    ) -> Self {
         shell::start_tasks(&shared, spawner, first, input_rx);
-        Ok(Self {
+        Self {
             handle: Arc::new(Handle { shared }),
-        })
+        }
     }
 
     fn shared(&self) -> &Arc<Shared> {
@@ -71,8 +117,9 @@ impl Terminal {
     }
 
     /// A random id of this terminal's byte stream. Offsets are only meaningful within one
-    /// stream: a client that reconnects to a different id (the server restarted) must not
-    /// resume by offset.
+    /// stream: a client that reconnects to a different id (a new shell after the host
+    /// rebooted, or a terminal that kept no output) must not resume by offset. A terminal
+    /// taken over by [`Terminal::adopt`] keeps its id.
     pub fn id(&self) -> &str {
         self.shared().id()
     }
@@ -124,6 +171,16 @@ impl Terminal {
     /// nothing.
     pub fn close(&self, reason: impl Into<String>) {
         self.shared().close(reason.into());
+    }
+
+    /// The server is stopping and another will take this terminal over: dropping the last
+    /// handle will not close it (no hang-up, no `closed` message to viewers), and the shell's
+    /// process is simply dropped with the runtime's tasks: a held shell keeps running in its
+    /// holder, a child spawned with `kill_on_drop` is killed.
+    pub fn leave(&self) {
+        self.shared()
+            .left
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Resolves once the terminal is closed and its last shell has been reaped.

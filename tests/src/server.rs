@@ -39,6 +39,8 @@ pub struct TestServer {
     extra: Vec<String>,
     process: Option<Child>,
     addr: String,
+    /// What `--listen` gets: port 0 until [`TestServer::restart_in_place`] keeps the port.
+    listen: String,
     /// The server's stderr (its log), shown when the test fails.
     log: PathBuf,
     claim: Option<Box<dyn Any + Send>>,
@@ -74,6 +76,7 @@ impl TestServer {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             process: None,
             addr: String::new(),
+            listen: "127.0.0.1:0".into(),
             log,
             claim: Some(Box::new(claim)),
         };
@@ -102,7 +105,7 @@ impl TestServer {
             .open(&self.log)
             .expect("open the server log");
         let mut child = Command::new(sandpit_bin())
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", &self.listen])
             .args(cfg.registry.is_none().then_some("--no-registry"))
             .args(runtime_args(cfg))
             .args([
@@ -191,6 +194,13 @@ impl TestServer {
     pub fn restart(&mut self) {
         self.sigkill();
         self.spawn();
+    }
+
+    /// Kills the server and starts it again on the same state and the same address, as an
+    /// operator's restart would (pages connected to it reconnect by themselves).
+    pub fn restart_in_place(&mut self) {
+        self.listen = self.addr.clone();
+        self.restart();
     }
 
     /// Host objects of this configuration right now, besides the parent cgroups a runtime
@@ -499,10 +509,18 @@ impl TestServer {
 
     /// The terminal of node `node`.
     pub async fn terminal(&self, sid: &str, node: &str) -> TermClient {
+        self.terminal_with(sid, node, "").await
+    }
+
+    /// A terminal of node `node` with a query (`?name=...&since=...&stream=...`).
+    pub async fn terminal_with(&self, sid: &str, node: &str, query: &str) -> TermClient {
         let ws = self
-            .ws(&format!("/api/sessions/{sid}/nodes/{node}/terminal"), None)
+            .ws(
+                &format!("/api/sessions/{sid}/nodes/{node}/terminal{query}"),
+                None,
+            )
             .await
-            .unwrap_or_else(|e| panic!("open the terminal of {node}: {e:?}"));
+            .unwrap_or_else(|e| panic!("open the terminal of {node}{query}: {e:?}"));
         TermClient::open(ws, PATIENCE).await
     }
 }

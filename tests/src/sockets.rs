@@ -77,6 +77,8 @@ impl Events {
 /// A node's terminal: binary frames are output, text frames control messages.
 pub struct TermClient {
     ws: Ws,
+    /// The server's hello (stream id, offset of the first byte, size).
+    pub hello: Value,
     /// Every output byte received.
     pub output: Vec<u8>,
     searched: usize,
@@ -91,14 +93,30 @@ impl TermClient {
     pub(crate) async fn open(ws: Ws, within: Duration) -> TermClient {
         let mut t = TermClient {
             ws,
+            hello: Value::Null,
             output: Vec::new(),
             searched: 0,
             texts: Vec::new(),
             closed: None,
         };
-        let hello = t.text(within).await;
-        assert_eq!(hello["type"], "hello", "{hello}");
+        t.hello = t.text(within).await;
+        assert_eq!(t.hello["type"], "hello", "{}", t.hello);
         t
+    }
+
+    /// The stream id from the hello.
+    pub fn stream(&self) -> &str {
+        self.hello["stream"]
+            .as_str()
+            .expect("a hello names its stream")
+    }
+
+    /// Offset of the next byte this viewer will receive.
+    pub fn offset(&self) -> u64 {
+        self.hello["offset"]
+            .as_u64()
+            .expect("a hello has an offset")
+            + self.output.len() as u64
     }
 
     /// Types `input` into the shell.

@@ -17,7 +17,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 async fn start_terminal(t: &TestRuntime, node: &NodeInfo) -> Terminal {
     let runtime = Arc::new(SandboxRuntime::new(t.shared()));
-    let spawner = NodeShell::new(runtime, &node.network, &node.hostname);
+    let spawner = NodeShell::new(runtime, &node.network, &node.hostname, "main");
     Terminal::start(spawner, TerminalOptions::default())
         .await
         .expect("start a terminal on the node")

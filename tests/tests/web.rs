@@ -7,7 +7,7 @@
 //! play-with-docker against the server, and stack links (`web/tests/pwd.mjs`).
 
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use sandpit_tests::TestServer;
 
@@ -16,6 +16,45 @@ async fn the_page_in_chromium() {
     let s = TestServer::start_with_registry(&[]);
     let url = format!("http://{}", s.addr());
     run_browser(&s, None, &[("SANDPIT_URL", url)]).await;
+    s.finish().await;
+}
+
+/// vim with unsaved text in a node's terminal lives through a SIGKILL and restart of the
+/// server: the page reconnects by itself to the same screen and `:wq` saves the text
+/// (the `restart` scenario of `web/tests/browser.mjs`, which asks for the restart on stdout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vim_in_the_page_survives_a_server_crash() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = TestServer::start_with_registry(&[]);
+    let mut cmd = Command::new(repo().join("web/tests/run"));
+    cmd.env("SANDPIT_URL", format!("http://{}", s.addr()))
+        .env("SANDPIT_WEB_OUT", web_out())
+        .env("SANDPIT_WEB_SCENARIOS", "restart")
+        .env("SANDPIT_WEB_RESTART", "stdio")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut child = cmd.spawn().expect("run web/tests/run");
+    let mut stdin = child.stdin.take().expect("piped");
+    let stdout = BufReader::new(child.stdout.take().expect("piped"));
+    let mut restarts = 0;
+    tokio::task::block_in_place(|| {
+        for line in stdout.lines() {
+            let line = line.expect("read the browser tests' output");
+            println!("{line}");
+            if line == "sandpit-test: restart-server" {
+                s.sigkill();
+                s.restart_in_place();
+                restarts += 1;
+                writeln!(stdin, "restarted").expect("answer the browser tests");
+            }
+        }
+    });
+    let status = child.wait().expect("wait for web/tests/run");
+    assert!(
+        status.success() && restarts == 1,
+        "browser tests failed ({status}, {restarts} restarts)\n--- server log ---\n{}",
+        s.log_tail()
+    );
     s.finish().await;
 }
 
@@ -47,15 +86,8 @@ fn free_port() -> u16 {
 /// Runs `web/tests/run [suite]` with `env` against `s` and fails with its output and the
 /// server's log unless it passed.
 async fn run_browser(s: &TestServer, suite: Option<&'static str>, env: &[(&str, String)]) {
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace")
-        .to_owned();
-    let out = std::env::var_os("SANDPIT_WEB_OUT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo.join("target/web-tests"));
-    let mut cmd = Command::new(repo.join("web/tests/run"));
-    cmd.args(suite).env("SANDPIT_WEB_OUT", &out);
+    let mut cmd = Command::new(repo().join("web/tests/run"));
+    cmd.args(suite).env("SANDPIT_WEB_OUT", web_out());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -72,4 +104,18 @@ async fn run_browser(s: &TestServer, suite: Option<&'static str>, env: &[(&str, 
         result.status,
         s.log_tail()
     );
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace")
+        .to_owned()
+}
+
+/// Where screenshots go: `$SANDPIT_WEB_OUT`, or `target/web-tests`.
+fn web_out() -> PathBuf {
+    std::env::var_os("SANDPIT_WEB_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/web-tests"))
 }

@@ -18,6 +18,10 @@ const CHROMIUM = process.env.SANDPIT_CHROMIUM || "/usr/bin/chromium";
 const SHORT_SECS = Number(process.env.SANDPIT_WEB_SHORT_SECS || 20);
 const ONLY = (process.env.SANDPIT_WEB_SCENARIOS || "").split(",").filter(Boolean);
 const HEADED = process.env.SANDPIT_WEB_HEADED === "1";
+// "stdio": whoever runs this restarts the server on request (the `restart` scenario prints
+// `sandpit-test: restart-server` and waits for a line on stdin); otherwise that scenario is
+// skipped.
+const RESTARTS = process.env.SANDPIT_WEB_RESTART === "stdio";
 /** Goal of the Start-to-prompt benchmark (reported, never asserted). */
 const GOAL_START_TO_PROMPT_MS = 1500;
 
@@ -296,9 +300,59 @@ async function expiry(browser) {
   sessions.delete(s.id);
 }
 
+/** Asks whoever runs the tests to kill and restart the server on the same address. */
+async function restartServer() {
+  console.log("sandpit-test: restart-server");
+  const { createInterface } = await import("node:readline");
+  const lines = createInterface({ input: process.stdin });
+  const line = await new Promise((done) => lines.once("line", done));
+  lines.close();
+  check(line.trim() === "restarted", `the server was not restarted: ${line}`);
+}
+
+/** vim with unsaved text lives through a SIGKILL of the server: the page reconnects by
+ * itself to the same screen, and `:wq` saves the text. */
+async function restart(browser) {
+  if (!RESTARTS) {
+    log("restart: skipped (needs SANDPIT_WEB_RESTART=stdio)");
+    return;
+  }
+  const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
+  const page = await newPage(context, "restart");
+  const s = await api("POST", "/api/sessions", {});
+  sessions.add(s.id);
+  await page.goto(`${BASE}/s/${s.id}`);
+  await page.locator('[data-test="add-node"]').click();
+  await waitTerm(page, "node1", prompt("node1"), 60_000);
+  await typeIn(page, "node1", "vi /root/notes.txt");
+  await waitTerm(page, "node1", /notes\.txt/);
+  await page.keyboard.type("iwords typed before the crash 6x7=");
+  await page.keyboard.type("42");
+  await waitTerm(page, "node1", /before the crash 6x7=42/);
+
+  // The page sees its sockets drop while the server is down: those errors are expected.
+  expectConsole(/WebSocket|ERR_CONNECTION_REFUSED|Failed to load resource/);
+  await restartServer();
+  await page.locator('[data-test="link-state"]', { hasText: /^reconnected$/ }).waitFor({ timeout: 60_000 });
+  expectConsole(null);
+  const screen = await termText(page, "node1");
+  check(/before the crash 6x7=42/.test(screen), `vim's text is gone after the restart:\n${tail(screen)}`);
+  check(!/shell exited|starting a new shell/.test(screen), `the shell was replaced:\n${tail(screen)}`);
+  await screenshot(page, "restart-vim.png");
+
+  await page.keyboard.press("Escape");
+  await page.keyboard.type(":wq");
+  await page.keyboard.press("Enter");
+  await waitTerm(page, "node1", prompt("node1"));
+  await typeIn(page, "node1", "cat /root/notes.txt | tr a-z A-Z");
+  await waitTerm(page, "node1", /^WORDS TYPED BEFORE THE CRASH 6X7=42$/m);
+  await page.close();
+  await context.close();
+}
+
 // ------------------------------------------------------------------------- main
 
-const scenarios = { basics, swarm, expiry };
+const scenarios = { basics, swarm, expiry, restart };
 await mkdir(OUT, { recursive: true });
 await writeFile(join(OUT, "bench.jsonl"), "");
 const browser = await chromium.launch({

@@ -18,7 +18,7 @@ use crate::rootfs::NodeDir;
 
 /// Entry point of `sandpit __node-init <dir>`. Never returns.
 pub fn run_node_init(dir: &Path) -> ! {
-    let sock = match crate::sys::take_inherited_fd(HANDSHAKE_FD) {
+    let sock = match crate::sys::take_inherited_fds([HANDSHAKE_FD]).map(|[fd]| fd) {
         Ok(fd) => UnixStream::from(fd),
         Err(e) => {
             eprintln!("sandpit node init: no handshake socket on fd {HANDSHAKE_FD}: {e}");
@@ -80,8 +80,9 @@ impl Conn {
     fn expect_with_fd(&mut self, want: &str) -> Result<Option<OwnedFd>, String> {
         let sock = self.sock().map_err(|e| e.to_string())?.as_raw_fd();
         let mut data = [0u8; 64];
-        let (n, fd) = crate::sys::recv_with_fd(sock, &mut data)
+        let (n, fds) = crate::sys::recv_with_fds(sock, &mut data)
             .map_err(|e| format!("receive {want}: {e}"))?;
+        let fd = fds.into_iter().next();
         let text = String::from_utf8_lossy(&data[..n]);
         if text.trim_end() == want {
             Ok(fd)

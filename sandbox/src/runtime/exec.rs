@@ -2,6 +2,7 @@
 //! `exec.rs` of the crate), a PTY of its own devpts, a login shell on one, and its engine.
 
 use std::ffi::OsString;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
 use super::{Error, Runtime, ShellProcess};
@@ -19,6 +20,14 @@ const SHELL_ENV: &[&str] = &[
     "USER=root",
     "LOGNAME=root",
 ];
+
+/// Asks [`Runtime::spawn_shell`] for a holder: the terminal's name (its socket's) and the
+/// descriptor the holder keeps with the shell.
+#[derive(Debug, Clone, Copy)]
+pub struct Hold<'a> {
+    pub terminal: &'a str,
+    pub keep: BorrowedFd<'a>,
+}
 
 impl Runtime {
     /// The engine of a running node.
@@ -87,13 +96,19 @@ impl Runtime {
     /// Starts a login shell (`bash -l` as root in `/root`, `TERM=xterm-256color`) on a new PTY
     /// of the node with a window of `cols` x `rows`. The shell leads its own session with the
     /// PTY as its controlling terminal. The returned child is the exec helper, which exits
-    /// with the shell's status and is killed when dropped; the shell dies with it.
+    /// with the shell's status; the shell dies with it.
+    ///
+    /// Without `hold` the helper is killed when dropped. With it the helper stays as the
+    /// shell's holder for terminal `hold.terminal` (see `hold.rs`), keeping the master and
+    /// `hold.keep` for the next server, and outlives the returned child handle; the returned
+    /// connection to it is the first server's.
     pub fn spawn_shell(
         &self,
         network: &str,
         hostname: &str,
         cols: u16,
         rows: u16,
+        hold: Option<Hold<'_>>,
     ) -> Result<ShellProcess, Error> {
         let pty = self.open_pty(network, hostname)?;
         pty.resize(cols, rows).map_err(|source| Error::Pty {
@@ -104,6 +119,7 @@ impl Runtime {
             cwd: Some("/root".into()),
             env: SHELL_ENV.iter().map(|e| (*e).to_owned()).collect(),
             tty: true,
+            hold: hold.as_ref().map(|h| h.terminal.to_owned()),
         };
         let argv = ["bash".to_owned(), "-l".to_owned()];
         let mut cmd = self.command(network, hostname, &argv, &opts)?;
@@ -115,9 +131,93 @@ impl Runtime {
         cmd.stdin(slave.try_clone().map_err(shell_err)?)
             .stdout(slave.try_clone().map_err(shell_err)?)
             .stderr(slave);
-        // `cmd` goes at the end of this function and with it our copies of the slave: from then
-        // on only the shell and its children hold it, so the master hangs up when they exit.
+        let Some(hold) = hold else {
+            // `cmd` goes at the end of this function and with it our copies of the slave: from
+            // then on only the shell and its children hold it, so the master hangs up when
+            // they exit.
+            let child = cmd.spawn().map_err(shell_err)?;
+            return Ok(ShellProcess {
+                master,
+                child,
+                holder: None,
+            });
+        };
+        let dir = self.shells_dir(network, hostname);
+        let (listener, dirfd) = crate::hold::listen(&dir, hold.terminal).map_err(shell_err)?;
+        // Above the fixed numbers, so that placing one never overwrites another's source.
+        let high = |fd: BorrowedFd<'_>| -> Result<OwnedFd, Error> {
+            rustix::io::fcntl_dupfd_cloexec(fd, 64).map_err(|e| shell_err(e.into()))
+        };
+        let passed = [
+            (
+                high(std::os::fd::AsFd::as_fd(&listener))?,
+                crate::hold::LISTENER_FD,
+            ),
+            (
+                high(std::os::fd::AsFd::as_fd(&master))?,
+                crate::hold::MASTER_FD,
+            ),
+            (high(hold.keep)?, crate::hold::KEEP_FD),
+            (high(std::os::fd::AsFd::as_fd(&dirfd))?, crate::hold::DIR_FD),
+        ];
+        for (fd, target) in &passed {
+            crate::sys::pass_fd(&mut cmd, fd.as_raw_fd(), *target);
+        }
+        // The holder outlives this handle (and this server).
+        cmd.kill_on_drop(false);
         let child = cmd.spawn().map_err(shell_err)?;
-        Ok(ShellProcess { master, child })
+        // Queued by the listener until the holder serves it.
+        let conn = crate::hold::connect_new(&dir, hold.terminal).map_err(shell_err)?;
+        Ok(ShellProcess {
+            master,
+            child,
+            holder: Some(conn),
+        })
+    }
+
+    /// The directory of a node's holder sockets.
+    fn shells_dir(&self, network: &str, hostname: &str) -> PathBuf {
+        self.cfg
+            .state_dir
+            .join("nodes")
+            .join(crate::state::node_dir_name(network, hostname))
+            .join("shells")
+    }
+
+    /// The terminals of a node whose shells have holders (that a new server can take over).
+    pub fn held_terminals(&self, network: &str, hostname: &str) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.shells_dir(network, hostname)) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_suffix(".sock").map(str::to_owned)
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Takes over the shell of terminal `terminal` from its holder (a previous server's).
+    /// A socket whose holder is gone is removed and reported as not found.
+    pub fn adopt_shell(
+        &self,
+        network: &str,
+        hostname: &str,
+        terminal: &str,
+    ) -> Result<crate::hold::Held, Error> {
+        self.running(network, hostname)?;
+        let dir = self.shells_dir(network, hostname);
+        crate::hold::connect(&dir, terminal).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::ConnectionRefused {
+                let _ = std::fs::remove_file(dir.join(crate::hold::socket_name(terminal)));
+            }
+            Error::Shell {
+                hostname: hostname.into(),
+                source,
+            }
+        })
     }
 }

@@ -21,6 +21,7 @@ mod hosts;
 mod leftovers;
 mod network;
 mod stats;
+pub use exec::Hold;
 pub use stats::DiskUse;
 mod sweep;
 mod uid_pool;
@@ -172,6 +173,8 @@ pub struct ShellProcess {
     pub master: std::os::fd::OwnedFd,
     /// The exec helper running the shell; it exits with the shell's status.
     pub child: tokio::process::Child,
+    /// The connection to the helper when it holds the shell (see `hold.rs`).
+    pub holder: Option<std::os::unix::net::UnixStream>,
 }
 
 /// Live figures of a node.

@@ -12,7 +12,8 @@ impl Sessions {
     /// Loads the store and reconciles it with the runtime: sessions that expired while the
     /// server was down are destroyed, stored nodes that no longer exist are forgotten, nodes of
     /// a session that were never recorded (a crash mid-create) are adopted, and networks that
-    /// look like sessions but have no row (a crash before the row) are destroyed.
+    /// look like sessions but have no row (a crash before the row) are destroyed. The live
+    /// sessions' terminals are taken over from their holders.
     pub async fn recover(&self) -> Result<(), SessionError> {
         let now = now_secs();
         let mut stored_nodes: BTreeMap<String, Vec<NodeRow>> = BTreeMap::new();
@@ -64,7 +65,9 @@ impl Sessions {
             let id = row.id.clone();
             let mut session = Session::new(row, state);
             session.nodes = nodes;
-            self.lock().insert(id, session);
+            self.lock().insert(id.clone(), session);
+            // The shells kept running in their holders; viewers resume where they were.
+            self.adopt_terminals(&id);
         }
         for id in expired {
             tracing::info!(session = %id, "session expired while the server was down");

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use terminals::Terminal;
+use terminals::{Terminal, TerminalOptions};
 
 use super::error::SessionError;
 use super::state::{live_mut, Session};
 use super::Sessions;
-use crate::node_runtime::NodeShell;
+use crate::node_runtime::{NodeShell, RuntimeError};
 
 /// The terminal that viewers and play-with-docker pages get when they name none.
 pub const MAIN_TERMINAL: &str = "main";
@@ -34,10 +34,10 @@ impl Sessions {
         if let Some(t) = terminal_or_room(live_mut(&mut self.lock(), sid)?, &key)? {
             return Ok(t);
         }
-        let shell = NodeShell::new(self.runtime.clone(), sid, name);
+        let shell = NodeShell::new(self.runtime.clone(), sid, name, term);
         let started = tokio::time::timeout(
             TERMINAL_START,
-            Terminal::start(shell, self.cfg.terminal.clone()),
+            Terminal::start(shell, self.terminal_options()),
         )
         .await
         .map_err(|_| SessionError::Internal(format!("a shell on {name} did not start")))?
@@ -57,6 +57,58 @@ impl Sessions {
             Err(e) => {
                 started.close("not needed");
                 Err(e)
+            }
+        }
+    }
+}
+
+impl Sessions {
+    /// Options of node terminals: the configured ones, with the output kept with each shell
+    /// so that the next server takes the terminal over.
+    fn terminal_options(&self) -> TerminalOptions {
+        TerminalOptions {
+            keep_output: true,
+            ..self.cfg.terminal.clone()
+        }
+    }
+
+    /// The server is stopping: every terminal is left to the next server, its shell running
+    /// in its holder (see [`Terminal::leave`]).
+    pub fn leave_terminals(&self) {
+        for s in self.lock().values() {
+            s.terminals.values().for_each(Terminal::leave);
+        }
+    }
+
+    /// Takes over the terminals a previous server left in the session's nodes (their shells
+    /// kept running in holders). A terminal that cannot be taken over is ended, and starts
+    /// afresh on its next use.
+    pub(super) fn adopt_terminals(&self, sid: &str) {
+        let nodes: Vec<String> = match live_mut(&mut self.lock(), sid) {
+            Ok(s) => s.nodes.keys().cloned().collect(),
+            Err(_) => return,
+        };
+        for name in nodes {
+            for term in self.runtime.held_terminals(sid, &name) {
+                let adopted =
+                    self.runtime
+                        .adopt_shell(sid, &name, &term)
+                        .and_then(|(shell, kept)| {
+                            let spawner = NodeShell::new(self.runtime.clone(), sid, &name, &term);
+                            Terminal::adopt(spawner, self.terminal_options(), shell, kept)
+                                .map_err(|e| RuntimeError::Failed(e.into()))
+                        });
+                match adopted {
+                    Ok(t) => {
+                        tracing::info!(session = %sid, node = %name, terminal = %term, offset = t.offset(), "terminal taken over");
+                        if let Ok(s) = live_mut(&mut self.lock(), sid) {
+                            s.terminals.insert((name.clone(), term), t);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(session = %sid, node = %name, terminal = %term, error = %e, "cannot take a terminal over; it starts afresh")
+                    }
+                }
             }
         }
     }

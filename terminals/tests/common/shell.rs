@@ -2,6 +2,7 @@
 //! Never for serving users: it is a shell on the host.
 
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use std::process::Stdio;
 
@@ -17,7 +18,7 @@ pub struct HostShell {
 }
 
 impl Spawner for HostShell {
-    fn spawn(&self, size: WinSize) -> io::Result<PtyProcess> {
+    fn spawn(&self, size: WinSize, _keep: Option<BorrowedFd<'_>>) -> io::Result<PtyProcess> {
         // Both ends close-on-exec from the start (unlike openpty(3)): tests start shells on
         // several threads at once, and a master inherited by another test's bash would keep
         // this PTY from hanging up when its own shell is gone.
@@ -58,6 +59,6 @@ impl Spawner for HostShell {
             .current_dir(&self.dir)
             .kill_on_drop(true);
         let child = cmd.spawn()?;
-        Ok(PtyProcess { master, child })
+        Ok(PtyProcess::child(master, child))
     }
 }

@@ -41,8 +41,8 @@ pub struct ExecOptions {
     /// Stdin is a terminal: make it the command's controlling terminal in a new session, with
     /// default signal dispositions (for interactive shells).
     pub tty: bool,
-    /// Stay as the command's holder for terminal NAME (see `hold.rs`), with the descriptors
-    /// the runtime passed at the holder's fixed numbers.
+    /// Stay as the command's holder with this id (see `hold.rs`), with the descriptors the
+    /// runtime passed at the holder's fixed numbers.
     pub hold: Option<String>,
 }
 

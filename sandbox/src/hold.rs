@@ -1,9 +1,11 @@
 //! Shells that outlive the server: the holder, and how a server reaches one.
 //!
-//! A terminal's shell is started by the exec helper in hold mode (`__exec --hold NAME`). After
+//! A terminal's shell is started by the exec helper in hold mode (`__exec --hold ID`). After
 //! forking the shell, the helper stays in the node's cgroup as the shell's **holder**: it keeps
 //! the PTY master and a descriptor the terminal asked it to keep (its output ring's copy), and
-//! listens on `<node dir>/shells/NAME.sock`. The server talks to it over one connection at a
+//! listens on `<node dir>/shells/ID.sock`, where the holder's ID is the terminal's name, a dot
+//! and a random suffix: a holder that is still exiting never shares a path with its
+//! successor, and each removes only its own socket. The server talks to it over one connection at a
 //! time; the hot path (output and keystrokes) never passes through it: the server reads and
 //! writes the master directly.
 //!
@@ -58,9 +60,43 @@ const EXIT: u8 = b'X';
 /// Longest a server waits for a holder's hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The file name of terminal `name`'s socket in a node's `shells` directory.
-pub fn socket_name(terminal: &str) -> String {
-    format!("{terminal}.sock")
+/// A new holder's id for terminal `terminal` (names have no dots). The suffix only needs to
+/// differ from the terminal's other holders': std's randomly keyed hasher gives one.
+pub(crate) fn new_id(terminal: &str) -> String {
+    use std::hash::BuildHasher;
+    let suffix = std::collections::hash_map::RandomState::new().hash_one(terminal) as u32;
+    format!("{terminal}.{suffix:08x}")
+}
+
+/// The terminal a holder's id names.
+pub fn terminal_of(id: &str) -> &str {
+    id.split('.').next().unwrap_or(id)
+}
+
+/// The file name of a holder's socket in a node's `shells` directory.
+fn socket_name(id: &str) -> String {
+    format!("{id}.sock")
+}
+
+/// The ids of the holders whose sockets are in `dir`, sorted.
+pub(crate) fn ids_in(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_suffix(".sock").map(str::to_owned)
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Removes the socket of holder `id`, whose holder is gone.
+pub(crate) fn remove(dir: &Path, id: &str) {
+    let _ = std::fs::remove_file(dir.join(socket_name(id)));
 }
 
 /// A record from a holder.
@@ -128,34 +164,29 @@ fn open_dir(dir: &Path) -> io::Result<OwnedFd> {
     )?)
 }
 
-/// Makes the socket directory (root only) and a listening socket for terminal `terminal` in
-/// it, replacing a stale one. Returns the listener and a descriptor of the directory, both for
-/// the helper.
-pub(crate) fn listen(dir: &Path, terminal: &str) -> io::Result<(UnixListener, OwnedFd)> {
+/// Makes the socket directory (root only) and a listening socket for holder `id` in it.
+/// Returns the listener and a descriptor of the directory, both for the helper.
+pub(crate) fn listen(dir: &Path, id: &str) -> io::Result<(UnixListener, OwnedFd)> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
     let dirfd = open_dir(dir)?;
-    let path = short_path(dirfd.as_fd(), &socket_name(terminal));
-    match std::fs::remove_file(&path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
+    let path = short_path(dirfd.as_fd(), &socket_name(id));
     Ok((UnixListener::bind(&path)?, dirfd))
 }
 
-/// Connects to the holder of terminal `terminal` in `dir`, whose hello (with descriptors the
-/// caller already has) comes first on the connection.
-pub(crate) fn connect_new(dir: &Path, terminal: &str) -> io::Result<UnixStream> {
+/// Connects to holder `id` in `dir`, whose hello (with descriptors the caller already has)
+/// comes first on the connection.
+pub(crate) fn connect_new(dir: &Path, id: &str) -> io::Result<UnixStream> {
     let dirfd = open_dir(dir)?;
-    UnixStream::connect(short_path(dirfd.as_fd(), &socket_name(terminal)))
+    UnixStream::connect(short_path(dirfd.as_fd(), &socket_name(id)))
 }
 
-/// Connects to the holder of terminal `terminal` in `dir` and takes what it holds.
-pub fn connect(dir: &Path, terminal: &str) -> io::Result<Held> {
-    let conn = connect_new(dir, terminal)?;
+/// Connects to holder `id` in `dir` and takes what it holds.
+pub(crate) fn connect(dir: &Path, id: &str) -> io::Result<Held> {
+    let conn = connect_new(dir, id)?;
     conn.set_read_timeout(Some(HELLO_TIMEOUT))?;
     let mut record = [0u8; RECORD];
     let (got, fds) = crate::sys::recv_with_fds(conn.as_raw_fd(), &mut record)?;
@@ -188,13 +219,14 @@ pub(crate) struct HeldFds {
     pub master: OwnedFd,
     pub keep: OwnedFd,
     pub dir: OwnedFd,
-    pub name: String,
+    /// The holder's id (its socket's name).
+    pub id: String,
 }
 
 impl HeldFds {
     /// Takes the descriptors the runtime passed at [`LISTENER_FD`]..=[`DIR_FD`] and marks them
     /// close-on-exec, so the shell does not inherit them.
-    pub(crate) fn take(name: String) -> Result<HeldFds, String> {
+    pub(crate) fn take(id: String) -> Result<HeldFds, String> {
         let [listener, master, keep, dir] =
             crate::sys::take_inherited_fds([LISTENER_FD, MASTER_FD, KEEP_FD, DIR_FD])
                 .map_err(|e| format!("take the held descriptors: {e}"))?;
@@ -207,7 +239,7 @@ impl HeldFds {
             master,
             keep,
             dir,
-            name,
+            id,
         })
     }
 }
@@ -232,7 +264,7 @@ pub(crate) fn hold(shell: Pid, forwarded: SigSet, fds: HeldFds) -> ! {
     };
     let _ = rustix::fs::unlinkat(
         &holder.fds.dir,
-        socket_name(&holder.fds.name),
+        socket_name(&holder.fds.id),
         rustix::fs::AtFlags::empty(),
     );
     if holder.ended.is_none() {
@@ -399,11 +431,14 @@ mod tests {
     fn a_long_directory_is_reached_through_its_descriptor() {
         let dir = crate::testdir::TempDir::new("hold-long");
         let long = dir.0.join("x".repeat(100)).join("shells");
-        let (listener, _dirfd) = listen(&long, "main").unwrap();
-        assert!(long.join("main.sock").exists());
-        let dirfd = open_dir(&long).unwrap();
-        let conn = UnixStream::connect(short_path(dirfd.as_fd(), "main.sock")).unwrap();
+        let id = new_id("main");
+        assert_eq!(terminal_of(&id), "main");
+        let (listener, _dirfd) = listen(&long, &id).unwrap();
+        assert_eq!(ids_in(&long), [id.clone()]);
+        let conn = connect_new(&long, &id).unwrap();
         let (_accepted, _) = listener.accept().unwrap();
         drop(conn);
+        remove(&long, &id);
+        assert!(ids_in(&long).is_empty());
     }
 }

@@ -175,7 +175,7 @@ impl NodeRuntime for FakeRuntime {
         ))
     }
 
-    fn held_terminals(&self, _: &str, _: &str) -> Vec<String> {
+    fn held_shells(&self, _: &str, _: &str) -> Vec<(String, String)> {
         Vec::new()
     }
 

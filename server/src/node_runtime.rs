@@ -126,15 +126,15 @@ pub trait NodeRuntime: Send + Sync + 'static {
         size: WinSize,
         keep: Option<BorrowedFd<'_>>,
     ) -> Result<PtyProcess, RuntimeError>;
-    /// The node's terminals whose shells a previous server left with holders.
-    fn held_terminals(&self, network: &str, name: &str) -> Vec<String>;
+    /// The shells a previous server left with holders in the node: `(terminal, holder)`.
+    fn held_shells(&self, network: &str, name: &str) -> Vec<(String, String)>;
     /// Takes over a held shell: the shell (running, or ended while no server was there) and
     /// the descriptor kept with it.
     fn adopt_shell(
         &self,
         network: &str,
         name: &str,
-        terminal: &str,
+        holder: &str,
     ) -> Result<(PtyProcess, OwnedFd), RuntimeError>;
     fn sample(&self, network: &str, name: &str) -> Result<NodeSample, RuntimeError>;
     /// Follows the node's published ports until the future is dropped; while the engine does

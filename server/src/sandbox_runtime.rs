@@ -224,17 +224,19 @@ impl NodeRuntime for SandboxRuntime {
         })
     }
 
-    fn held_terminals(&self, network: &str, name: &str) -> Vec<String> {
-        self.runtime.held_terminals(network, name)
+    fn held_shells(&self, network: &str, name: &str) -> Vec<(String, String)> {
+        let ids = self.runtime.held_shells(network, name).into_iter();
+        ids.map(|id| (sandbox::hold::terminal_of(&id).to_owned(), id))
+            .collect()
     }
 
     fn adopt_shell(
         &self,
         network: &str,
         name: &str,
-        terminal: &str,
+        holder: &str,
     ) -> Result<(PtyProcess, OwnedFd), RuntimeError> {
-        let held = self.runtime.adopt_shell(network, name, terminal)?;
+        let held = self.runtime.adopt_shell(network, name, holder)?;
         let process = HeldShell::new(held.conn, None, held.ended)
             .map_err(|e| RuntimeError::Failed(format!("talk to the shell's holder: {e}").into()))?;
         let shell = PtyProcess {

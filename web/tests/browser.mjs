@@ -324,7 +324,7 @@ async function restart(browser) {
   await page.goto(`${BASE}/s/${s.id}`);
   await page.locator('[data-test="add-node"]').click();
   await waitTerm(page, "node1", prompt("node1"), 60_000);
-  await typeIn(page, "node1", "vi /root/notes.txt");
+  await typeIn(page, "node1", "vim /root/notes.txt");
   await waitTerm(page, "node1", /notes\.txt/);
   await page.keyboard.type("iwords typed before the crash 6x7=");
   await page.keyboard.type("42");

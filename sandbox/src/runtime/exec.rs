@@ -21,8 +21,8 @@ const SHELL_ENV: &[&str] = &[
     "LOGNAME=root",
 ];
 
-/// Asks [`Runtime::spawn_shell`] for a holder: the terminal's name (its socket's) and the
-/// descriptor the holder keeps with the shell.
+/// Asks [`Runtime::spawn_shell`] for a holder: the terminal's name (its holder's id starts
+/// with it) and the descriptor the holder keeps with the shell.
 #[derive(Debug, Clone, Copy)]
 pub struct Hold<'a> {
     pub terminal: &'a str,
@@ -115,11 +115,12 @@ impl Runtime {
             hostname: hostname.into(),
             source,
         })?;
+        let id = hold.map(|h| crate::hold::new_id(h.terminal));
         let opts = ExecOptions {
             cwd: Some("/root".into()),
             env: SHELL_ENV.iter().map(|e| (*e).to_owned()).collect(),
             tty: true,
-            hold: hold.as_ref().map(|h| h.terminal.to_owned()),
+            hold: id.clone(),
         };
         let argv = ["bash".to_owned(), "-l".to_owned()];
         let mut cmd = self.command(network, hostname, &argv, &opts)?;
@@ -131,7 +132,7 @@ impl Runtime {
         cmd.stdin(slave.try_clone().map_err(shell_err)?)
             .stdout(slave.try_clone().map_err(shell_err)?)
             .stderr(slave);
-        let Some(hold) = hold else {
+        let (Some(hold), Some(id)) = (hold, id) else {
             // `cmd` goes at the end of this function and with it our copies of the slave: from
             // then on only the shell and its children hold it, so the master hangs up when
             // they exit.
@@ -143,7 +144,7 @@ impl Runtime {
             });
         };
         let dir = self.shells_dir(network, hostname);
-        let (listener, dirfd) = crate::hold::listen(&dir, hold.terminal).map_err(shell_err)?;
+        let (listener, dirfd) = crate::hold::listen(&dir, &id).map_err(shell_err)?;
         // Above the fixed numbers, so that placing one never overwrites another's source.
         let high = |fd: BorrowedFd<'_>| -> Result<OwnedFd, Error> {
             rustix::io::fcntl_dupfd_cloexec(fd, 64).map_err(|e| shell_err(e.into()))
@@ -167,7 +168,7 @@ impl Runtime {
         cmd.kill_on_drop(false);
         let child = cmd.spawn().map_err(shell_err)?;
         // Queued by the listener until the holder serves it.
-        let conn = crate::hold::connect_new(&dir, hold.terminal).map_err(shell_err)?;
+        let conn = crate::hold::connect_new(&dir, &id).map_err(shell_err)?;
         Ok(ShellProcess {
             master,
             child,
@@ -184,35 +185,24 @@ impl Runtime {
             .join("shells")
     }
 
-    /// The terminals of a node whose shells have holders (that a new server can take over).
-    pub fn held_terminals(&self, network: &str, hostname: &str) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(self.shells_dir(network, hostname)) else {
-            return Vec::new();
-        };
-        let mut names: Vec<String> = entries
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                name.strip_suffix(".sock").map(str::to_owned)
-            })
-            .collect();
-        names.sort();
-        names
+    /// The holders a node's shells have (ids: see `hold.rs`), for a new server to take over.
+    pub fn held_shells(&self, network: &str, hostname: &str) -> Vec<String> {
+        crate::hold::ids_in(&self.shells_dir(network, hostname))
     }
 
-    /// Takes over the shell of terminal `terminal` from its holder (a previous server's).
-    /// A socket whose holder is gone is removed and reported as not found.
+    /// Takes over a shell from its holder `id` (a previous server's). The socket of a holder
+    /// that is gone is removed.
     pub fn adopt_shell(
         &self,
         network: &str,
         hostname: &str,
-        terminal: &str,
+        id: &str,
     ) -> Result<crate::hold::Held, Error> {
         self.running(network, hostname)?;
         let dir = self.shells_dir(network, hostname);
-        crate::hold::connect(&dir, terminal).map_err(|source| {
+        crate::hold::connect(&dir, id).map_err(|source| {
             if source.kind() == std::io::ErrorKind::ConnectionRefused {
-                let _ = std::fs::remove_file(dir.join(crate::hold::socket_name(terminal)));
+                crate::hold::remove(&dir, id);
             }
             Error::Shell {
                 hostname: hostname.into(),

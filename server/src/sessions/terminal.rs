@@ -81,34 +81,37 @@ impl Sessions {
     }
 
     /// Takes over the terminals a previous server left in the session's nodes (their shells
-    /// kept running in holders). A terminal that cannot be taken over is ended, and starts
-    /// afresh on its next use.
+    /// kept running in holders). A terminal that cannot be taken over starts afresh on its
+    /// next use; a second holder of one terminal (a crash while the first was exiting) is
+    /// ended.
     pub(super) fn adopt_terminals(&self, sid: &str) {
         let nodes: Vec<String> = match live_mut(&mut self.lock(), sid) {
             Ok(s) => s.nodes.keys().cloned().collect(),
             Err(_) => return,
         };
         for name in nodes {
-            for term in self.runtime.held_terminals(sid, &name) {
-                let adopted =
-                    self.runtime
-                        .adopt_shell(sid, &name, &term)
-                        .and_then(|(shell, kept)| {
-                            let spawner = NodeShell::new(self.runtime.clone(), sid, &name, &term);
-                            Terminal::adopt(spawner, self.terminal_options(), shell, kept)
-                                .map_err(|e| RuntimeError::Failed(e.into()))
-                        });
-                match adopted {
-                    Ok(t) => {
-                        tracing::info!(session = %sid, node = %name, terminal = %term, offset = t.offset(), "terminal taken over");
-                        if let Ok(s) = live_mut(&mut self.lock(), sid) {
-                            s.terminals.insert((name.clone(), term), t);
-                        }
-                    }
+            for (term, holder) in self.runtime.held_shells(sid, &name) {
+                let adopted = self.runtime.adopt_shell(sid, &name, &holder).and_then(|(shell, kept)| {
+                    let spawner = NodeShell::new(self.runtime.clone(), sid, &name, &term);
+                    Terminal::adopt(spawner, self.terminal_options(), shell, kept)
+                        .map_err(|e| RuntimeError::Failed(e.into()))
+                });
+                let t = match adopted {
+                    Ok(t) => t,
                     Err(e) => {
-                        tracing::warn!(session = %sid, node = %name, terminal = %term, error = %e, "cannot take a terminal over; it starts afresh")
+                        tracing::warn!(session = %sid, node = %name, %holder, error = %e, "cannot take a terminal over; it starts afresh");
+                        continue;
                     }
+                };
+                let mut inner = self.lock();
+                let Ok(s) = live_mut(&mut inner, sid) else { return };
+                let key = (name.clone(), term);
+                if s.terminals.contains_key(&key) {
+                    t.close("a second holder of the terminal");
+                    continue;
                 }
+                tracing::info!(session = %sid, node = %name, terminal = %key.1, offset = t.offset(), "terminal taken over");
+                s.terminals.insert(key, t);
             }
         }
     }

@@ -434,7 +434,7 @@ mod tests {
         let id = new_id("main");
         assert_eq!(terminal_of(&id), "main");
         let (listener, _dirfd) = listen(&long, &id).unwrap();
-        assert_eq!(ids_in(&long), [id.clone()]);
+        assert_eq!(ids_in(&long), vec![id.clone()]);
         let conn = connect_new(&long, &id).unwrap();
         let (_accepted, _) = listener.accept().unwrap();
         drop(conn);

@@ -7,6 +7,9 @@
 //!     --server-pid <printed pid> --label sandpit
 //! ```
 //!
+//! With `--keep-output` after the address the terminal keeps a copy of its output for a next
+//! server as node terminals do (`TerminalOptions::keep_output`), to measure what that costs.
+//!
 //! It runs a shell on the host: never expose it beyond loopback.
 
 #[path = "../tests/common/shell.rs"]
@@ -36,7 +39,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let shell = shell::HostShell {
         dir: dir.path().to_owned(),
     };
-    let terminal = Terminal::start(shell, TerminalOptions::default()).await?;
+    let opts = TerminalOptions {
+        keep_output: std::env::args().nth(2).as_deref() == Some("--keep-output"),
+        ..TerminalOptions::default()
+    };
+    let terminal = Terminal::start(shell, opts).await?;
     println!(
         "listening on ws://{}/terminal (pid {})",
         listener.local_addr()?,

@@ -91,11 +91,14 @@ impl Sessions {
         };
         for name in nodes {
             for (term, holder) in self.runtime.held_shells(sid, &name) {
-                let adopted = self.runtime.adopt_shell(sid, &name, &holder).and_then(|(shell, kept)| {
-                    let spawner = NodeShell::new(self.runtime.clone(), sid, &name, &term);
-                    Terminal::adopt(spawner, self.terminal_options(), shell, kept)
-                        .map_err(|e| RuntimeError::Failed(e.into()))
-                });
+                let adopted =
+                    self.runtime
+                        .adopt_shell(sid, &name, &holder)
+                        .and_then(|(shell, kept)| {
+                            let spawner = NodeShell::new(self.runtime.clone(), sid, &name, &term);
+                            Terminal::adopt(spawner, self.terminal_options(), shell, kept)
+                                .map_err(|e| RuntimeError::Failed(e.into()))
+                        });
                 let t = match adopted {
                     Ok(t) => t,
                     Err(e) => {
@@ -104,7 +107,9 @@ impl Sessions {
                     }
                 };
                 let mut inner = self.lock();
-                let Ok(s) = live_mut(&mut inner, sid) else { return };
+                let Ok(s) = live_mut(&mut inner, sid) else {
+                    return;
+                };
                 let key = (name.clone(), term);
                 if s.terminals.contains_key(&key) {
                     t.close("a second holder of the terminal");

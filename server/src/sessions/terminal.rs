@@ -1,6 +1,7 @@
 //! The terminals of a session's nodes: each is one shared shell ([`Terminal`]), started on
 //! first use and closed with its node or session. A node may have up to [`MAX_TERMINALS`].
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use terminals::{Terminal, TerminalOptions};
@@ -48,6 +49,10 @@ impl Sessions {
         match s.and_then(|s| terminal_or_room(s, &key).map(|t| (s, t))) {
             Ok((s, None)) => {
                 s.terminals.insert(key, started.clone());
+                if self.draining.load(Ordering::SeqCst) {
+                    // Started after the server began stopping: the next server takes it over.
+                    started.leave();
+                }
                 Ok(started)
             }
             Ok((_, Some(theirs))) => {

@@ -75,8 +75,8 @@ impl Terminal {
     /// Takes over a terminal that a previous server ran: its shell, still held (or ended,
     /// then the next one starts as after any exit), and the copy of its output that was
     /// kept with it ([`TerminalOptions::keep_output`]). The stream keeps its id and offsets, so
-    /// viewers resume exactly where they were; the window keeps the PTY's size. Call inside a
-    /// tokio runtime.
+    /// viewers resume exactly where they were; the window keeps the PTY's size. If the copy
+    /// cannot be read, the shell is ended and the error returned. Call inside a tokio runtime.
     pub fn adopt(
         spawner: impl Spawner,
         mut opts: TerminalOptions,
@@ -84,8 +84,19 @@ impl Terminal {
         kept: OwnedFd,
     ) -> Result<Self, TerminalError> {
         opts.keep_output = true;
-        opts.validate()?;
-        let (mirror, restored) = Mirror::open(kept).map_err(TerminalError::Restore)?;
+        let opened = opts
+            .validate()
+            .map_err(TerminalError::from)
+            .and_then(|()| Mirror::open(kept).map_err(TerminalError::Restore));
+        let (mirror, restored) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                // A shell nobody can serve must not linger in its holder.
+                let mut process = shell.process;
+                tokio::spawn(async move { process.end().await });
+                return Err(e);
+            }
+        };
         if let Ok(size) = rustix::termios::tcgetwinsize(&shell.master) {
             let size = WinSize {
                 cols: size.ws_col,

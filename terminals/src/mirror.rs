@@ -2,8 +2,8 @@
 //! keeps, so that the next server rebuilds the ring and the stream goes on at the same offsets.
 //!
 //! The server writes every published chunk into it with `pwrite` (one or two calls per read
-//! round, beside the ring's own push; no mapping, so nothing a peer does to the file can fault
-//! the server), then the stream's new end. A server killed between the two loses at most that
+//! round, before the ring's own push and outside the lock viewers take; no mapping, so nothing
+//! a peer does to the file can fault the server), then the stream's new end. A server killed between the two loses at most that
 //! round's bytes from the copy; killed anywhere else, the copy holds exactly what viewers were
 //! sent. The file is sealed at its size: it cannot be shrunk or grown by whoever holds it.
 //!
@@ -42,6 +42,8 @@ const _: () = assert!(AT_EVENTS + 8 * MAX_EVENTS as u64 <= HEADER);
 pub(crate) struct Mirror {
     fd: OwnedFd,
     capacity: u64,
+    /// Offset of the next byte to copy (the stream's end as far as the copy goes).
+    end: u64,
 }
 
 /// What a mirror held when a new server opened it.
@@ -65,7 +67,11 @@ impl Mirror {
         let capacity = capacity as u64;
         ftruncate(&fd, HEADER + capacity)?;
         rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
-        let mirror = Mirror { fd, capacity };
+        let mirror = Mirror {
+            fd,
+            capacity,
+            end: 0,
+        };
         mirror.write_at(0, MAGIC)?;
         mirror.write_u64(AT_CAPACITY, capacity)?;
         mirror.write_at(AT_ID, id.as_bytes())?;
@@ -96,7 +102,7 @@ impl Mirror {
         if events_len > MAX_EVENTS as u64 {
             return Err(bad("the ring records too many restarts"));
         }
-        let mirror = Mirror { fd, capacity };
+        let mirror = Mirror { fd, capacity, end };
         let kept = end.min(capacity);
         let mut bytes = BytesMut::zeroed(kept as usize);
         mirror.read_ring(end - kept, &mut bytes)?;
@@ -122,8 +128,9 @@ impl Mirror {
         self.fd.as_fd()
     }
 
-    /// Copies `data`, which starts at stream offset `at`, then records the new end.
-    pub(crate) fn append(&self, at: u64, data: &[u8]) -> io::Result<()> {
+    /// Copies `data`, the stream's next bytes, then records the new end.
+    pub(crate) fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        let at = self.end;
         let end = at + data.len() as u64;
         // Only the last `capacity` bytes can matter.
         let skip = data.len().saturating_sub(self.capacity as usize);
@@ -134,7 +141,9 @@ impl Mirror {
             self.write_at(HEADER + pos, &data[..n])?;
             (at, data) = (at + n as u64, &data[n..]);
         }
-        self.write_u64(AT_END, end)
+        self.write_u64(AT_END, end)?;
+        self.end = end;
+        Ok(())
     }
 
     /// Records the restart events (the sequence number of the first, and the offsets of all
@@ -212,9 +221,9 @@ mod tests {
 
     #[test]
     fn a_reopened_mirror_has_the_same_stream() {
-        let m = Mirror::create(&id(), 10).unwrap();
-        m.append(0, b"hello").unwrap();
-        m.append(5, b" world").unwrap();
+        let mut m = Mirror::create(&id(), 10).unwrap();
+        m.append(b"hello").unwrap();
+        m.append(b" world").unwrap();
         let r = reopen(&m);
         assert_eq!(r.id, id());
         // 11 bytes into a ring of 10: offset 1 on.
@@ -225,9 +234,9 @@ mod tests {
 
     #[test]
     fn a_chunk_longer_than_the_ring_keeps_its_tail() {
-        let m = Mirror::create(&id(), 4).unwrap();
-        m.append(0, b"ab").unwrap();
-        m.append(2, b"cdefghij").unwrap();
+        let mut m = Mirror::create(&id(), 4).unwrap();
+        m.append(b"ab").unwrap();
+        m.append(b"cdefghij").unwrap();
         let r = reopen(&m);
         let s = r.ring.read_from(0, 100).unwrap();
         assert_eq!((s.offset, &s.bytes[..]), (6, &b"ghij"[..]));
@@ -235,10 +244,11 @@ mod tests {
 
     #[test]
     fn restarts_survive() {
-        let m = Mirror::create(&id(), 100).unwrap();
-        m.append(0, b"0123456789").unwrap();
+        let mut m = Mirror::create(&id(), 100).unwrap();
+        m.append(b"0123456789").unwrap();
         m.record_restarts(4, [3, 7].into_iter(), 6).unwrap();
-        let r = reopen(&m);
+        let (reopened, r) = Mirror::open(m.fd.try_clone().unwrap()).unwrap();
+        assert_eq!(reopened.end, 10, "a reopened copy goes on at its end");
         assert_eq!(r.restarts, 6);
         assert_eq!(r.events, (4, vec![3, 7]));
     }

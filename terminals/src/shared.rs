@@ -36,8 +36,10 @@ pub(crate) struct Shared {
     pub(crate) shell: watch::Sender<Option<Arc<Shell>>>,
     /// The writer's queue.
     input: InputQueue,
-    /// The ring's copy for the next server, when the terminal keeps its output.
-    mirror: Option<Mirror>,
+    /// The ring's copy for the next server, when the terminal keeps its output. Its lock is
+    /// taken before the state's, and the copy written outside the state's: viewers never wait
+    /// for it, and copies go in the ring's order.
+    mirror: Option<Mutex<Mirror>>,
     /// Wakes the supervisor to close.
     pub(crate) close: Notify,
     /// Set once the last shell has been reaped.
@@ -107,7 +109,7 @@ impl Shared {
             changes: watch::Sender::new(0),
             shell: watch::Sender::new(None),
             input,
-            mirror,
+            mirror: mirror.map(Mutex::new),
             close: Notify::new(),
             done: watch::Sender::new(false),
             left: AtomicBool::new(false),
@@ -115,9 +117,21 @@ impl Shared {
         }
     }
 
-    /// The descriptor a shell's holder keeps for the next server (the ring's copy), if any.
-    pub(crate) fn kept(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
-        self.mirror.as_ref().map(Mirror::fd)
+    /// A descriptor of the ring's copy, for a shell's holder to keep for the next server.
+    pub(crate) fn kept(&self) -> Option<std::os::fd::OwnedFd> {
+        let mirror = self.mirror()?;
+        match mirror.fd().try_clone_to_owned() {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                tracing::warn!(error = %e, "the output's copy cannot be given to the shell's holder");
+                None
+            }
+        }
+    }
+
+    fn mirror(&self) -> Option<MutexGuard<'_, Mirror>> {
+        let m = self.mirror.as_ref()?;
+        Some(m.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// The stream id (see [`Terminal::id`](crate::Terminal::id)).
@@ -136,14 +150,15 @@ impl Shared {
     }
 
     pub(crate) fn push_output(&self, chunk: Bytes) {
-        let mut st = self.state();
-        if let Some(mirror) = &self.mirror {
-            if let Err(e) = mirror.append(st.ring.end(), &chunk) {
+        // Copied first: a viewer never has a byte the next server would not.
+        let mut mirror = self.mirror();
+        if let Some(mirror) = &mut mirror {
+            if let Err(e) = mirror.append(&chunk) {
                 tracing::warn!(error = %e, "copy output for the next server");
             }
         }
-        st.ring.push(chunk);
-        drop(st);
+        self.state().ring.push(chunk);
+        drop(mirror);
         self.notify_viewers();
     }
 
@@ -155,18 +170,20 @@ impl Shared {
     /// Records a restart at the current end of the stream, where the new shell's output
     /// begins.
     pub(crate) fn push_restart(&self) {
+        let mirror = self.mirror();
         let mut st = self.state();
         let offset = st.ring.end();
         let oldest = st.ring.start();
         st.events.push(offset, oldest);
         st.restarts += 1;
-        if let Some(mirror) = &self.mirror {
+        if let Some(mirror) = &mirror {
             let offsets = st.events.offsets.iter().copied();
             if let Err(e) = mirror.record_restarts(st.events.base, offsets, st.restarts) {
                 tracing::warn!(error = %e, "copy the restarts for the next server");
             }
         }
         drop(st);
+        drop(mirror);
         self.notify_viewers();
     }
 

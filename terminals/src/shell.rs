@@ -190,10 +190,9 @@ async fn supervise(shared: Arc<Shared>, spawner: Arc<dyn Spawner>, first: PtyPro
 pub(crate) async fn spawn_off(
     spawner: &Arc<dyn Spawner>,
     size: WinSize,
-    keep: Option<BorrowedFd<'_>>,
+    keep: Option<OwnedFd>,
 ) -> io::Result<PtyProcess> {
     let spawner = spawner.clone();
-    let keep = keep.map(|fd| fd.try_clone_to_owned()).transpose()?;
     tokio::task::spawn_blocking(move || spawner.spawn(size, keep.as_ref().map(|fd| fd.as_fd())))
         .await
         .map_err(io::Error::other)?

@@ -64,7 +64,9 @@ impl Terminal {
             true => Some(Mirror::create(&id, opts.ring_bytes).map_err(TerminalError::Keep)?),
             false => None,
         };
-        let first = shell::spawn_off(&spawner, opts.size, mirror.as_ref().map(Mirror::fd))
+        let keep = mirror.as_ref().map(|m| m.fd().try_clone_to_owned());
+        let keep = keep.transpose().map_err(TerminalError::Keep)?;
+        let first = shell::spawn_off(&spawner, opts.size, keep)
             .await
             .map_err(TerminalError::Spawn)?;
         let (input, input_rx) = InputQueue::new(opts.input_queue_bytes);

@@ -66,6 +66,10 @@ impl NodeDir {
     pub fn new(dir: PathBuf) -> Self {
         Self { dir }
     }
+    /// The sockets of the holders of the node's shells (`hold.rs`).
+    pub fn shells(&self) -> PathBuf {
+        self.dir.join("shells")
+    }
     pub fn record(&self) -> PathBuf {
         self.dir.join("node.json")
     }

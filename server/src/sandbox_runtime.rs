@@ -216,12 +216,7 @@ impl NodeRuntime for SandboxRuntime {
         let Some(conn) = shell.holder else {
             return Ok(PtyProcess::child(shell.master, shell.child));
         };
-        let held = HeldShell::new(conn, Some(shell.child), None)
-            .map_err(|e| RuntimeError::Failed(format!("talk to the shell's holder: {e}").into()))?;
-        Ok(PtyProcess {
-            master: shell.master,
-            process: Box::new(held),
-        })
+        held(shell.master, conn, Some(shell.child), None)
     }
 
     fn held_shells(&self, network: &str, name: &str) -> Vec<(String, String)> {
@@ -236,14 +231,8 @@ impl NodeRuntime for SandboxRuntime {
         name: &str,
         holder: &str,
     ) -> Result<(PtyProcess, OwnedFd), RuntimeError> {
-        let held = self.runtime.adopt_shell(network, name, holder)?;
-        let process = HeldShell::new(held.conn, None, held.ended)
-            .map_err(|e| RuntimeError::Failed(format!("talk to the shell's holder: {e}").into()))?;
-        let shell = PtyProcess {
-            master: held.master,
-            process: Box::new(process),
-        };
-        Ok((shell, held.kept))
+        let h = self.runtime.adopt_shell(network, name, holder)?;
+        Ok((held(h.master, h.conn, None, h.ended)?, h.kept))
     }
 
     fn sample(&self, network: &str, name: &str) -> Result<NodeSample, RuntimeError> {
@@ -289,6 +278,21 @@ async fn bounded(mut r: impl AsyncRead + Unpin) -> (String, bool) {
         }
     }
     (String::from_utf8_lossy(&kept).into_owned(), cut)
+}
+
+/// A shell kept by the holder at the other end of `conn` (see [`HeldShell::new`]).
+fn held(
+    master: OwnedFd,
+    conn: std::os::unix::net::UnixStream,
+    child: Option<tokio::process::Child>,
+    ended: Option<i32>,
+) -> Result<PtyProcess, RuntimeError> {
+    let process = HeldShell::new(conn, child, ended)
+        .map_err(|e| RuntimeError::Failed(format!("talk to the shell's holder: {e}").into()))?;
+    Ok(PtyProcess {
+        master,
+        process: Box::new(process),
+    })
 }
 
 #[cfg(test)]

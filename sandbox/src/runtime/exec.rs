@@ -178,11 +178,7 @@ impl Runtime {
 
     /// The directory of a node's holder sockets.
     fn shells_dir(&self, network: &str, hostname: &str) -> PathBuf {
-        self.cfg
-            .state_dir
-            .join("nodes")
-            .join(crate::state::node_dir_name(network, hostname))
-            .join("shells")
+        self.node_dir_of(network, hostname).shells()
     }
 
     /// The holders a node's shells have (ids: see `hold.rs`), for a new server to take over.

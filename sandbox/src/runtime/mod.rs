@@ -351,7 +351,12 @@ impl Runtime {
     }
 
     fn node_dir(&self, rec: &NodeRecord) -> NodeDir {
-        NodeDir::new(self.cfg.state_dir.join("nodes").join(rec.dir_name()))
+        self.node_dir_of(&rec.network, &rec.hostname)
+    }
+
+    fn node_dir_of(&self, network: &str, hostname: &str) -> NodeDir {
+        let name = state::node_dir_name(network, hostname);
+        NodeDir::new(self.cfg.state_dir.join("nodes").join(name))
     }
 
     fn cgroup(&self, rec: &NodeRecord) -> NodeCgroup {

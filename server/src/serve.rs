@@ -108,11 +108,10 @@ pub async fn run(mut opts: ServeOptions, mut runtime: RuntimeConfig) -> anyhow::
         sig = shutdown => tracing::info!(signal = sig, "shutting down"),
     }
     sessions.drain();
-    sessions.leave_terminals();
     let _ = stop_tx.send(true);
     // Terminal sockets end with the process, without a `closed` message (which would tell
-    // the page not to reconnect); the shells keep running in their holders, and viewers
-    // resume on the next server, which takes them over.
+    // the page not to reconnect); the shells keep running in their holders (`Sessions` leaves
+    // its terminals when it goes), and viewers resume on the next server, which takes them over.
     match tokio::time::timeout(DRAIN, server).await {
         Ok(res) => res.context("serve HTTP")?,
         Err(_) => tracing::warn!("requests still running after {DRAIN:?}; stopping anyway"),

@@ -1,7 +1,6 @@
 //! The terminals of a session's nodes: each is one shared shell ([`Terminal`]), started on
 //! first use and closed with its node or session. A node may have up to [`MAX_TERMINALS`].
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use terminals::{Terminal, TerminalOptions};
@@ -49,10 +48,6 @@ impl Sessions {
         match s.and_then(|s| terminal_or_room(s, &key).map(|t| (s, t))) {
             Ok((s, None)) => {
                 s.terminals.insert(key, started.clone());
-                if self.draining.load(Ordering::SeqCst) {
-                    // Started after the server began stopping: the next server takes it over.
-                    started.leave();
-                }
                 Ok(started)
             }
             Ok((_, Some(theirs))) => {
@@ -74,14 +69,6 @@ impl Sessions {
         TerminalOptions {
             keep_output: true,
             ..self.cfg.terminal.clone()
-        }
-    }
-
-    /// The server is stopping: every terminal is left to the next server, its shell running
-    /// in its holder (see [`Terminal::leave`]).
-    pub fn leave_terminals(&self) {
-        for s in self.lock().values() {
-            s.terminals.values().for_each(Terminal::leave);
         }
     }
 
@@ -123,6 +110,17 @@ impl Sessions {
                 tracing::info!(session = %sid, node = %name, terminal = %key.1, offset = t.offset(), "terminal taken over");
                 s.terminals.insert(key, t);
             }
+        }
+    }
+}
+
+/// Sessions go only with the server: every terminal is left to the next server, its shell
+/// running in its holder (see [`Terminal::leave`]), however the server stops and whenever the
+/// terminal was started.
+impl Drop for Sessions {
+    fn drop(&mut self) {
+        for s in self.lock().values() {
+            s.terminals.values().for_each(Terminal::leave);
         }
     }
 }
